@@ -1,0 +1,215 @@
+"""One engine per process: a long-lived event loop on a background thread owns the HTTP pool, the concurrency
+limit and every other piece of shared state. Both front doors, from any thread and any event loop (including a
+fresh ``asyncio.run`` per rollout), hand their call to it, so nothing is ever bound to a caller's dead loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Unpack
+
+from resilient_llm.errors import ConfigError
+from resilient_llm.logs import LogSink, make_logger
+from resilient_llm.settings import Settings
+from resilient_llm.stack import Stack, build_stack
+from resilient_llm.types import ChatOptions, ChatRequest, ChatResult, Message
+
+if TYPE_CHECKING:
+    import random
+
+    import httpx
+
+    from resilient_llm.layers.retry import Sleep
+
+
+class Engine:
+    """Owns the loop thread and the layer stack; ``complete`` / ``acomplete`` are its two front doors."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self._pid = os.getpid()
+        self._closed = False
+        self._sink = LogSink(settings.log_file)
+        self.log = make_logger(settings, self._sink)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="resilient-llm-engine", daemon=True)
+        self._thread.start()
+
+        async def build() -> Stack:  # built on the engine loop, where its primitives will live
+            return build_stack(settings, self.log, transport=transport, sleep=sleep, rng=rng)
+
+        self._stack = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
+        self.log.info(
+            "engine_started",
+            message="Using direct OpenRouter API calls instead of litellm",
+            pid=self._pid,
+            **settings.describe(),
+        )
+
+    def request(
+        self, model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
+    ) -> ChatRequest:
+        """Validate the arguments and build the request; ConfigError names what is wrong."""
+        s = self.settings
+        chat = _messages(messages, options.get("system"), options.get("user"))
+        timeout = options.get("timeout")
+        num_retries = options.get("num_retries")
+        if timeout is not None and not timeout > 0:
+            raise ConfigError(f"timeout={timeout!r} is not valid: expected a number of seconds > 0")
+        if num_retries is not None and not 0 <= num_retries <= 100:
+            raise ConfigError(f"num_retries={num_retries!r} is not valid: expected an integer 0..100")
+        return ChatRequest(
+            model=s.check_model(model),
+            messages=chat,
+            temperature=options.get("temperature"),
+            max_tokens=options.get("max_tokens"),
+            top_p=options.get("top_p"),
+            frequency_penalty=options.get("frequency_penalty"),
+            presence_penalty=options.get("presence_penalty"),
+            extra_body=dict(options.get("extra_body") or {}),
+            timeout=s.timeout if timeout is None else timeout,
+            num_retries=s.num_retries if num_retries is None else num_retries,
+            raise_caller_errors=options.get("raise_caller_errors", True),
+        )
+
+    def submit(self, request: ChatRequest) -> concurrent.futures.Future[ChatResult]:
+        """Start the call on the engine loop; the future resolves exactly once."""
+        if self._closed:
+            raise RuntimeError("this resilient_llm engine is closed")
+        if os.getpid() != self._pid:
+            raise RuntimeError("this engine belongs to the parent process; use resilient_llm.complete() in a child")
+        return asyncio.run_coroutine_threadsafe(self._stack.top.handle(request), self._loop)
+
+    def complete(
+        self, model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
+    ) -> ChatResult:
+        """Blocking call, from any thread (not from the engine's own)."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("complete() would deadlock on the engine thread; use acomplete()")
+        future = self.submit(self.request(model, messages, **options))
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # e.g. KeyboardInterrupt: do not leave the call running
+            raise
+
+    async def acomplete(
+        self, model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
+    ) -> ChatResult:
+        """Awaitable call, from any event loop; cancelling it cancels the call on the engine."""
+        return await asyncio.wrap_future(self.submit(self.request(model, messages, **options)))
+
+    @property
+    def outcomes(self) -> Mapping[str, int]:
+        """Calls so far by outcome (a snapshot)."""
+        return dict(self._stack.top.outcomes)
+
+    @property
+    def in_flight(self) -> int:
+        """Attempts holding a concurrency slot right now."""
+        return self._stack.limit.in_flight
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Cancel calls still running, close the connection pool and stop the loop thread. Idempotent."""
+        if self._closed or os.getpid() != self._pid:
+            self._closed = True
+            return
+        self._closed = True
+
+        async def shutdown() -> None:
+            current = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not current]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await self._stack.http.aclose()
+
+        # A wedged or vanished loop is left to die with the process (it runs on a daemon thread).
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._loop.close()
+        self._sink.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _messages(messages: Sequence[Message] | None, system: str | None, user: str | None) -> tuple[Message, ...]:
+    if messages is not None:
+        if system is not None or user is not None:
+            raise ConfigError("pass either messages or system/user prompts, not both")
+        if not messages or not all(isinstance(m, Mapping) and "role" in m for m in messages):
+            raise ConfigError("messages must be a non-empty list of {'role': ..., 'content': ...} mappings")
+        return tuple(dict(m) for m in messages)
+    if user is None:
+        raise ConfigError("a call needs messages or a user prompt")
+    chat: list[Message] = [] if system is None else [{"role": "system", "content": system}]
+    chat.append({"role": "user", "content": user})
+    return tuple(chat)
+
+
+_default: Engine | None = None
+_default_lock = threading.Lock()
+
+
+def default_engine() -> Engine:
+    """The process-wide engine, created on first use from the environment (after a fork, anew in the child)."""
+    global _default
+    engine = _default
+    if engine is not None:
+        return engine
+    with _default_lock:
+        if _default is None:
+            _default = Engine(Settings.from_env())
+        return _default
+
+
+def shutdown() -> None:
+    """Close the process-wide engine; the next call builds a new one from the environment as it is then."""
+    global _default
+    with _default_lock:
+        engine, _default = _default, None
+    if engine is not None:
+        engine.close()
+
+
+def _forget_in_child() -> None:
+    # The loop thread did not survive the fork; drop the parent's engine without touching its sockets.
+    global _default, _default_lock
+    _default = None
+    _default_lock = threading.Lock()
+
+
+def complete(model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]) -> ChatResult:
+    """Blocking chat completion through the process-wide engine."""
+    return default_engine().complete(model, messages, **options)
+
+
+async def acomplete(
+    model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
+) -> ChatResult:
+    """Awaitable chat completion through the process-wide engine, from any event loop."""
+    return await default_engine().acomplete(model, messages, **options)
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+atexit.register(shutdown)

@@ -1,0 +1,1 @@
+"""One Handler per module; ``resilient_llm.stack`` puts them in order."""

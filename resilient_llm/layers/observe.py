@@ -1,0 +1,63 @@
+"""The outermost layer: one structured log line and one counter update per call, whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import time
+from typing import Any
+
+from resilient_llm.errors import CallFailed
+from resilient_llm.types import ChatRequest, ChatResult, Handler, Outcome
+
+CALL_EVENT = "llm_call"
+
+
+class ObserveHandler:
+    """Times the call, logs it, counts its outcome; never changes what the caller receives."""
+
+    def __init__(self, inner: Handler, logger: Any, *, log_prompts: bool = False) -> None:
+        self._inner = inner
+        self._log = logger
+        self._log_prompts = log_prompts
+        self.outcomes: collections.Counter[str] = collections.Counter()
+
+    async def handle(self, request: ChatRequest) -> ChatResult:
+        started = time.perf_counter()
+        fields: dict[str, Any] = {"call_id": request.call_id, "model": request.model}
+        if self._log_prompts:
+            fields["messages"] = [dict(m) for m in request.messages]
+        try:
+            result = await self._inner.handle(request)
+        except asyncio.CancelledError:
+            self._emit("cancelled", started, fields)
+            raise
+        except CallFailed as exc:
+            failures = [dataclasses.asdict(f) for f in exc.failures]
+            self._emit(Outcome.ERROR, started, fields, attempts=len(failures), failures=failures, error=str(exc))
+            raise
+        except BaseException as exc:  # a bug below us: still exactly one line, then the caller sees it
+            self._emit(Outcome.ERROR, started, fields, error=f"{type(exc).__name__}: {exc}")
+            raise
+        result = dataclasses.replace(result, latency_s=time.perf_counter() - started)
+        self._emit(
+            result.outcome,
+            started,
+            fields,
+            route=result.route,
+            answered_by=result.model,
+            attempts=result.attempts,
+            failures=[dataclasses.asdict(f) for f in result.failures],
+            prompt_tokens=result.usage.prompt_tokens,
+            completion_tokens=result.usage.completion_tokens,
+            cost=result.usage.cost,
+            response_id=result.response_id,
+        )
+        return result
+
+    def _emit(self, outcome: str, started: float, fields: dict[str, Any], **more: Any) -> None:
+        self.outcomes[str(outcome)] += 1
+        latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
+        level = "info" if outcome in (Outcome.OK, Outcome.CACHED) else "warning"
+        getattr(self._log, level)(CALL_EVENT, outcome=str(outcome), latency_ms=latency_ms, **fields, **more)

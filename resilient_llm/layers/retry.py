@@ -1,0 +1,77 @@
+"""Retries with tenacity: explicit retryable errors, bounded attempts and total time, Retry-After obeyed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
+
+from resilient_llm.errors import CallFailed, ProviderError
+from resilient_llm.policy.retry import is_retryable, retry_wait
+from resilient_llm.settings import Settings
+from resilient_llm.types import ChatRequest, ChatResult, FailedAttempt, Handler
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class RetryHandler:
+    """Runs up to ``1 + request.num_retries`` attempts within ``settings.deadline`` seconds."""
+
+    def __init__(
+        self,
+        inner: Handler,
+        settings: Settings,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._inner = inner
+        self._settings = settings
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        assert isinstance(error, ProviderError)  # guaranteed: only ProviderErrors are retried
+        s = self._settings
+        return retry_wait(
+            state.attempt_number,
+            error,
+            base=s.backoff_base,
+            cap=s.backoff_max,
+            retry_after_max=s.retry_after_max,
+            rng=self._rng,
+        )
+
+    async def handle(self, request: ChatRequest) -> ChatResult:
+        deadline = time.monotonic() + self._settings.deadline
+        failures: list[FailedAttempt] = []
+
+        def record(state: RetryCallState) -> None:
+            if state.outcome is not None and (error := state.outcome.exception()) is not None:
+                failures.append(FailedAttempt.of(error, wait_s=state.upcoming_sleep))
+
+        async def attempt() -> ChatResult:
+            # Each attempt gets what is left of the deadline, so the last one cannot overrun it.
+            remaining = max(0.001, deadline - time.monotonic())
+            return await self._inner.handle(dataclasses.replace(request, timeout=min(request.timeout, remaining)))
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_retryable),
+            stop=stop_after_attempt(1 + request.num_retries) | stop_before_delay(self._settings.deadline),
+            wait=self._wait,
+            before_sleep=record,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            result: ChatResult = await retrying(attempt)
+        except ProviderError as exc:
+            failures.append(FailedAttempt.of(exc))
+            why = "retries exhausted" if is_retryable(exc) else "not retryable"
+            raise CallFailed(f"{why} after {len(failures)} attempt(s); last: {exc}", failures, exc) from exc
+        return dataclasses.replace(result, attempts=len(failures) + 1, failures=tuple(failures))

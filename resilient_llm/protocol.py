@@ -1,0 +1,96 @@
+"""The OpenAI-compatible wire format: request body out, typed result or typed error in. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from resilient_llm.errors import ErrorResponse, MalformedResponse
+from resilient_llm.policy.retry import parse_retry_after
+from resilient_llm.types import ChatRequest, ChatResult, Outcome, Usage
+
+_SAMPLING = ("temperature", "max_tokens", "top_p", "frequency_penalty", "presence_penalty")
+
+
+def request_body(request: ChatRequest) -> dict[str, Any]:
+    """The JSON body of POST /chat/completions; unset sampling parameters are omitted."""
+    body: dict[str, Any] = {"model": request.model, "messages": [dict(m) for m in request.messages]}
+    for name in _SAMPLING:
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value
+    body.update(request.extra_body)
+    return body
+
+
+def parse_response(status: int, headers: Mapping[str, str], content: bytes, request: ChatRequest) -> ChatResult:
+    """Turn one HTTP response into a result, or raise the ProviderError that describes it."""
+    retry_after = parse_retry_after(headers)
+    try:
+        payload: Any = json.loads(content)
+    except (ValueError, UnicodeDecodeError) as exc:
+        if status >= 400:
+            raise ErrorResponse(
+                _snippet(content), kind=f"http_{status}", status=status, retry_after=retry_after
+            ) from exc
+        raise MalformedResponse(f"body is not JSON: {_snippet(content)}", kind="bad_json", status=status) from exc
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if status >= 400 or error:
+        raise _error_response(status, error, retry_after)
+    if not isinstance(payload, dict):
+        raise MalformedResponse("body is not a JSON object", kind="bad_json", status=status)
+    choices = payload.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise MalformedResponse("response has no choices", kind="no_choices", status=status)
+    choice = choices[0]
+    if choice.get("finish_reason") == "error":
+        raise MalformedResponse("generation ended with finish_reason 'error'", kind="finish_error", status=status)
+    message = choice.get("message")
+    text = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(text, str) or not text:
+        raise MalformedResponse("response has no message content", kind="empty_content", status=status)
+    response_id = payload.get("id")
+    return ChatResult(
+        text=text,
+        outcome=Outcome.OK,
+        model=str(payload.get("model") or request.model),
+        usage=_usage(payload.get("usage")),
+        response_id=response_id if isinstance(response_id, str) else None,
+    )
+
+
+def _error_response(status: int, error: Any, retry_after: float | None) -> ErrorResponse:
+    error = error if isinstance(error, dict) else {}
+    code = error.get("code")
+    metadata = error.get("metadata") if isinstance(error.get("metadata"), dict) else {}
+    # OpenRouter puts the upstream status in error.code, also when the HTTP status is 200.
+    effective = code if isinstance(code, int) and 400 <= code < 600 else status
+    reason = metadata.get("reason") if isinstance(metadata.get("reason"), str) else None
+    message = str(error.get("message") or "provider returned an error")
+    kind = f"http_{effective}" if status >= 400 else "error_in_body"
+    return ErrorResponse(
+        message[:500], kind=kind, status=effective if effective >= 400 else None, code=reason, retry_after=retry_after
+    )
+
+
+def _usage(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        return Usage()
+
+    def number(name: str) -> Any:
+        value = raw.get(name)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    cost = number("cost")
+    return Usage(
+        prompt_tokens=number("prompt_tokens"),
+        completion_tokens=number("completion_tokens"),
+        total_tokens=number("total_tokens"),
+        cost=float(cost) if cost is not None else None,
+    )
+
+
+def _snippet(content: bytes) -> str:
+    text = content[:200].decode("utf-8", errors="replace").strip()
+    return text or "<empty body>"

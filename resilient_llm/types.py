@@ -1,0 +1,112 @@
+"""Frozen request and result types, and the one seam every layer implements."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypedDict
+
+from resilient_llm.errors import ProviderError
+
+Message = Mapping[str, Any]
+
+
+class Outcome(enum.StrEnum):
+    """How a call ended; every call ends in exactly one."""
+
+    OK = "ok"  # a fresh answer from the provider
+    CACHED = "cached"  # served from the response cache
+    FALLBACK = "fallback"  # answered by a fallback route
+    NEUTRAL = "neutral"  # nothing answered; the caller gets the configured neutral text
+    ERROR = "error"  # a caller mistake, raised because the caller asked to see it
+
+
+_call_ids = itertools.count(1)
+
+
+def next_call_id() -> int:
+    """Process-unique, increasing id for one call (cheap, and readable in logs)."""
+    return next(_call_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """One chat completion call, as handed down the stack."""
+
+    model: str
+    messages: tuple[Message, ...]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float = 600.0
+    num_retries: int = 5
+    raise_caller_errors: bool = True
+    call_id: int = field(default_factory=next_call_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts and cost, as the provider reported them (``None`` when it did not)."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cost: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    """What went wrong in one attempt, and how long the retry layer waited after it."""
+
+    kind: str
+    status: int | None = None
+    message: str = ""
+    wait_s: float | None = None
+
+    @classmethod
+    def of(cls, error: BaseException, wait_s: float | None = None) -> FailedAttempt:
+        if isinstance(error, ProviderError):
+            return cls(error.kind, error.status, str(error.args[0]), wait_s)
+        return cls(type(error).__name__, None, str(error), wait_s)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """The answer to one call. ``text`` is the neutral text when ``outcome`` is ``neutral``."""
+
+    text: str
+    outcome: Outcome
+    model: str
+    attempts: int = 1
+    failures: tuple[FailedAttempt, ...] = ()
+    usage: Usage = Usage()
+    response_id: str | None = None
+    route: str = "openrouter"
+    latency_s: float = 0.0
+
+
+class Handler(Protocol):
+    """The seam: every layer takes a request and returns a result, or raises a ResilientLLMError."""
+
+    async def handle(self, request: ChatRequest) -> ChatResult: ...
+
+
+class ChatOptions(TypedDict, total=False):
+    """Keyword options of ``complete`` / ``acomplete``; unset sampling parameters are left to the provider."""
+
+    system: str | None
+    user: str | None
+    temperature: float | None
+    max_tokens: int | None
+    top_p: float | None
+    frequency_penalty: float | None
+    presence_penalty: float | None
+    extra_body: Mapping[str, Any] | None
+    timeout: float | None
+    num_retries: int | None
+    raise_caller_errors: bool
