@@ -1,0 +1,84 @@
+"""Shared fixtures: a real misbehaving server on 127.0.0.1 and engines pointed at it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import resilient_llm
+from resilient_llm import Engine, Settings
+from resilient_llm.fault_server import FaultServer
+from resilient_llm.settings import Secret
+
+API_KEY = "sk-or-v1-TESTKEY-0123456789abcdef"
+MODEL = "openai/gpt-4o-mini"
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    with FaultServer("clean", retry_after_s=0.2, hang_s=5.0) as srv:
+        yield srv
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Path:
+    return tmp_path / "calls.jsonl"
+
+
+def fast_settings(base_url: str, log_file: Path | str = "off", **overrides: Any) -> Settings:
+    """Settings with short waits, so retries do not slow the suite."""
+    values: dict[str, Any] = {
+        "api_key": Secret(API_KEY),
+        "base_url": base_url,
+        "timeout": 2.0,
+        "connect_timeout": 1.0,
+        "backoff_base": 0.01,
+        "backoff_max": 0.05,
+        "log_file": str(log_file),
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def make_engine(server: FaultServer, log_path: Path) -> Iterator[Callable[..., Engine]]:
+    engines: list[Engine] = []
+
+    def make(**overrides: Any) -> Engine:
+        engine = Engine(fast_settings(overrides.pop("base_url", server.url), log_path, **overrides))
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
+@pytest.fixture
+def direct_env(server: FaultServer, log_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The environment a user sets to switch the trainer to the direct path, against the local server."""
+    resilient_llm.shutdown()
+    for name, value in {
+        "USE_OPENROUTER_DIRECT": "true",
+        "OPENAI_API_KEY": API_KEY,
+        "OPENAI_API_BASE": server.url,
+        "LITELLM_DEFAULT_TIMEOUT": "2",
+        "RESILIENT_LLM_BACKOFF_BASE": "0.01",
+        "RESILIENT_LLM_BACKOFF_MAX": "0.05",
+        "RESILIENT_LLM_LOG_FILE": str(log_path),
+    }.items():
+        monkeypatch.setenv(name, value)
+    yield
+    resilient_llm.shutdown()
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def call_lines(path: Path) -> list[dict[str, Any]]:
+    return [line for line in read_log(path) if line["event"] == "llm_call"]

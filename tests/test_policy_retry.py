@@ -1,0 +1,102 @@
+"""Pure retry decisions: no server, no clock."""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+
+import pytest
+
+from resilient_llm.errors import ConnectionFailed, ErrorResponse, MalformedResponse, ProviderError, ProviderTimeout
+from resilient_llm.policy.retry import backoff_delay, is_caller_mistake, is_retryable, parse_retry_after, retry_wait
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (ConnectionFailed("reset", kind="connection_reset"), True),
+        (ProviderTimeout("slow", kind="read_timeout"), True),
+        (MalformedResponse("no choices", kind="no_choices"), True),
+        (ErrorResponse("x", kind="http_408", status=408), True),
+        (ErrorResponse("x", kind="http_409", status=409), True),
+        (ErrorResponse("x", kind="http_429", status=429), True),
+        (ErrorResponse("x", kind="http_500", status=500), True),
+        (ErrorResponse("x", kind="http_502", status=502), True),
+        (ErrorResponse("x", kind="http_503", status=503), True),
+        (ErrorResponse("x", kind="http_400", status=400), False),
+        (ErrorResponse("x", kind="http_401", status=401), False),
+        (ErrorResponse("x", kind="http_403", status=403), False),
+        (ErrorResponse("x", kind="http_404", status=404), False),
+        (ErrorResponse("x", kind="http_422", status=422), False),
+        (ErrorResponse("x", kind="http_402", status=402), False),
+        (ErrorResponse("x", kind="http_402", status=402, code="in_flight_budget_exhausted"), True),
+        (ErrorResponse("x", kind="http_402", status=402, retry_after=3.0), True),
+        (ErrorResponse("x", kind="error_in_body", status=None), True),
+        (ErrorResponse("x", kind="error_in_body", status=400), False),
+        (ValueError("not ours"), False),
+    ],
+)
+def test_is_retryable(error: BaseException, retryable: bool) -> None:
+    """Transient failures are retried, caller mistakes and final 402s are not."""
+    assert is_retryable(error) is retryable
+
+
+def test_caller_mistakes_are_the_4xx_a_caller_can_fix() -> None:
+    """400/401/403/404/422 are caller mistakes; 429 and transport faults are not."""
+    assert is_caller_mistake(ErrorResponse("x", kind="http_401", status=401))
+    assert not is_caller_mistake(ErrorResponse("x", kind="http_429", status=429))
+    assert not is_caller_mistake(ConnectionFailed("x", kind="connect_error"))
+
+
+def test_backoff_is_full_jitter_under_an_exponential_ceiling() -> None:
+    """The n-th delay lies in [0, min(cap, base * 2**(n-1))] and spreads over that range."""
+    rng = random.Random(7)
+    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (6, 30.0), (20, 30.0)]:
+        delays = [backoff_delay(attempt, base=1.0, cap=30.0, rng=rng) for _ in range(500)]
+        assert all(0.0 <= d <= ceiling for d in delays)
+        assert max(delays) > 0.8 * ceiling
+        assert min(delays) < 0.2 * ceiling
+
+
+def test_retry_after_is_obeyed_never_shortened() -> None:
+    """A Retry-After wins over backoff and the wait is never shorter than asked."""
+    rng = random.Random(1)
+    error = ErrorResponse("slow down", kind="http_429", status=429, retry_after=7.0)
+    waits = [retry_wait(1, error, base=1.0, cap=30.0, retry_after_max=60.0, rng=rng) for _ in range(200)]
+    assert all(7.0 <= w <= 7.7 for w in waits)
+
+
+def test_retry_after_beyond_the_cap_ends_retrying() -> None:
+    """A Retry-After longer than allowed gives an infinite wait (stop), never a shortened one."""
+    error: ProviderError = ErrorResponse("quota", kind="http_429", status=429, retry_after=3600.0)
+    assert retry_wait(1, error, base=1.0, cap=30.0, retry_after_max=120.0, rng=random.Random()) == math.inf
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "5"}, 5.0),
+        ({"retry-after": " 2.5 "}, 2.5),
+        ({"Retry-After": "0"}, 0.0),
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"retry-after-ms": "250", "Retry-After": "9"}, 0.25),
+        ({"retry-after-ms": "junk", "Retry-After": "9"}, 9.0),
+        ({"Retry-After": "-3"}, None),
+        ({"Retry-After": "soon"}, None),
+        ({"Retry-After": "nan"}, None),
+        ({}, None),
+    ],
+)
+def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
+    """Seconds, milliseconds and garbage are read as OpenRouter and proxies send them."""
+    assert parse_retry_after(headers) == expected
+
+
+def test_parse_retry_after_http_date() -> None:
+    """An HTTP date is converted to seconds from now; a past date means no wait."""
+    now = 1_800_000_000.0
+    future = email.utils.formatdate(now + 30, usegmt=True)
+    past = email.utils.formatdate(now - 30, usegmt=True)
+    assert parse_retry_after({"Retry-After": future}, now=now) == pytest.approx(30.0)
+    assert parse_retry_after({"Retry-After": past}, now=now) == 0.0
