@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import resilient_llm
 from resilient_llm import Engine, Settings
 from resilient_llm.fault_server import FaultServer
 from resilient_llm.settings import Secret
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # keep LiteLLM off the internet: loopback only
 
 API_KEY = "sk-or-v1-TESTKEY-0123456789abcdef"
 MODEL = "openai/gpt-4o-mini"

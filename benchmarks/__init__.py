@@ -1,0 +1,1 @@
+"""Benchmarks: run against a local fault server, results written to benchmarks/results/."""

@@ -1,0 +1,110 @@
+"""The trainer's calling pattern on a flaky endpoint: resilient_llm vs LiteLLM through the same run_utils calls.
+
+A data thread runs ``asyncio.run`` for the batch; each rollout is scored on a thread-pool worker that runs its own
+``asyncio.run`` over its judge calls (``run_litellm_async``), so every rollout has a brand-new event loop.
+``workers x calls_per_rollout`` calls are in flight from the caller's side. Both clients use their defaults
+(LiteLLM: ``num_retries=5``; resilient_llm: 5 retries, backoff with jitter, cap 20) and the same client timeout.
+Results: ``benchmarks/results/trainer_pattern.json``.
+
+    python -m benchmarks.trainer_pattern [--profile flaky] [--rollouts 125] [--calls-per-rollout 4] [--workers 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM would fetch it from the internet
+
+import resilient_llm
+from open_instruct.search_rewards.utils import run_utils
+from resilient_llm.fault_server import RemoteFaultServer
+
+MODEL = "openai/gpt-4o-mini"
+RESULTS = Path(__file__).parent / "results"
+
+
+def run_pattern(rollouts: int, calls_per_rollout: int, workers: int, tag: str) -> dict[str, Any]:
+    answers: list[str] = []
+    exceptions: list[str] = []
+
+    def score_rollout(rollout: int) -> list[str]:
+        async def judge() -> list[str]:
+            prompts = [f"{tag} rollout {rollout} rubric {i}" for i in range(calls_per_rollout)]
+            return await asyncio.gather(*(run_utils.run_litellm_async(MODEL, p, "You are a judge.") for p in prompts))
+
+        return asyncio.run(judge())
+
+    async def batch() -> None:
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(workers) as pool:
+            for outcome in await asyncio.gather(
+                *(loop.run_in_executor(pool, score_rollout, r) for r in range(rollouts)), return_exceptions=True
+            ):
+                if isinstance(outcome, BaseException):
+                    exceptions.append(repr(outcome))
+                else:
+                    answers.extend(outcome)
+
+    started = time.perf_counter()
+    asyncio.run(batch())
+    wall = time.perf_counter() - started
+    calls = rollouts * calls_per_rollout
+    real = sum(a.startswith('{"score"') for a in answers)
+    return {
+        "calls": calls,
+        "exceptions": len(exceptions),
+        "real_answers": real,
+        "real_answer_pct": 100.0 * real / calls,
+        "wall_s": wall,
+        "exception_samples": exceptions[:3],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--profile", default="flaky")
+    parser.add_argument("--rollouts", type=int, default=125)
+    parser.add_argument("--calls-per-rollout", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--timeout", type=float, default=5.0, help="client timeout per attempt, both clients")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clients", default="resilient_llm,litellm")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    log_file = RESULTS / "trainer_pattern.calls.jsonl"
+    log_file.unlink(missing_ok=True)
+    report: dict[str, Any] = {"benchmark": "trainer_pattern", "settings": vars(args), "clients": {}}
+    for client in args.clients.split(","):
+        with RemoteFaultServer(args.profile, seed=args.seed, latency_s=0.05, retry_after_s=1.0) as server:
+            os.environ.update(
+                USE_OPENROUTER_DIRECT="true" if client == "resilient_llm" else "false",
+                OPENAI_API_KEY="sk-bench-local-not-a-secret",
+                OPENAI_API_BASE=server.url,
+                LITELLM_DEFAULT_TIMEOUT=str(args.timeout),
+                RESILIENT_LLM_LOG_FILE=str(log_file),
+            )
+            resilient_llm.shutdown()
+            result = run_pattern(args.rollouts, args.calls_per_rollout, args.workers, f"seed{args.seed}")
+            stats = server.stats()
+        result["server_requests_per_call"] = stats["requests"] / result["calls"]
+        result["server"] = stats
+        report["clients"][client] = result
+        print(
+            f"{client:>14}: {result['calls']} calls, {result['exceptions']} exceptions, "
+            f"{result['real_answer_pct']:.2f}% real answers, {result['server_requests_per_call']:.3f} requests/call, "
+            f"peak in flight {stats['peak_in_flight']}, Retry-After violations {stats['retry_after_violations']}, "
+            f"{result['wall_s']:.1f} s"
+        )
+    resilient_llm.shutdown()
+    (RESULTS / "trainer_pattern.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
