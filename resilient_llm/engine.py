@@ -118,6 +118,11 @@ class Engine:
         return dict(self._stack.top.outcomes)
 
     @property
+    def cache_counters(self) -> Mapping[str, int]:
+        """Cache hits, misses, shared in-flight answers, replay misses and store faults so far (a snapshot)."""
+        return {} if self._stack.cache is None else dict(self._stack.cache.counters)
+
+    @property
     def in_flight(self) -> int:
         """Attempts holding a concurrency slot right now."""
         return self._stack.limit.in_flight
@@ -135,7 +140,7 @@ class Engine:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            await self._stack.http.aclose()
+            await self._stack.aclose()
 
         # A wedged or vanished loop is left to die with the process (it runs on a daemon thread).
         with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):

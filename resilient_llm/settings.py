@@ -19,6 +19,7 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
+CACHE_MODES = ("read-write", "refresh", "replay", "off")
 
 T = TypeVar("T")
 
@@ -70,6 +71,13 @@ class Settings:
     log_format: str = "json"
     log_level: str = "info"
     log_prompts: bool = False
+    cache_mode: str = "read-write"
+    cache_dir: str = dataclasses.field(default_factory=lambda: default_cache_dir(os.environ))
+    cache_redis_url: str | None = None
+    cache_ttl: float | None = None
+    cache_size_limit: int = 1 << 30
+    cache_sampled: bool = False
+    cache_fault_pause: float = 5.0
 
     @property
     def targets_openrouter(self) -> bool:
@@ -105,6 +113,15 @@ class Settings:
             log_format=_parse(env, PREFIX + "LOG_FORMAT", "json", _choice(LOG_FORMATS), " or ".join(LOG_FORMATS)),
             log_level=_parse(env, PREFIX + "LOG_LEVEL", "info", _choice(LOG_LEVELS), ", ".join(LOG_LEVELS)),
             log_prompts=_parse(env, PREFIX + "LOG_PROMPTS", False, _bool, "true or false"),
+            cache_mode=_parse(env, PREFIX + "CACHE", "read-write", _choice(CACHE_MODES), ", ".join(CACHE_MODES)),
+            cache_dir=env.get(PREFIX + "CACHE_DIR") or default_cache_dir(env),
+            cache_redis_url=_parse(env, PREFIX + "CACHE_REDIS_URL", None, _redis_url, "a redis:// or rediss:// URL"),
+            cache_ttl=_parse(env, PREFIX + "CACHE_TTL", None, _ttl, "seconds > 0, or 0 for no expiry") or None,
+            cache_size_limit=_parse(
+                env, PREFIX + "CACHE_SIZE_LIMIT_MB", 1 << 30, _megabytes, "a whole number of megabytes >= 1"
+            ),
+            cache_sampled=_parse(env, PREFIX + "CACHE_SAMPLED", False, _bool, "true or false"),
+            cache_fault_pause=_parse(env, PREFIX + "CACHE_FAULT_PAUSE", 5.0, _seconds, "a number of seconds > 0"),
         )
         for variable, model in (
             ("RUBRIC_JUDGE_MODEL", settings.judge_model),
@@ -120,6 +137,8 @@ class Settings:
         described["api_key"] = "set" if self.api_key.reveal() else "missing"
         described["base_url"] = redact_url(self.base_url)
         described["proxy"] = self.proxy_for_base_url() or "none"
+        if self.cache_redis_url:
+            described["cache_redis_url"] = redact_url(self.cache_redis_url)
         return described
 
     def check_model(self, model: str, source: str = "model") -> str:
@@ -181,7 +200,8 @@ def _parse(env: Mapping[str, str], name: str, default: T, convert: Callable[[str
     try:
         return convert(raw.strip())
     except ValueError:
-        shown = raw if len(raw) <= 80 else raw[:77] + "..."
+        shown = redact_url(raw) if "://" in raw else raw
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
         raise ConfigError(f"{name}={shown!r} is not valid: expected {accepted}") from None
 
 
@@ -223,6 +243,32 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
         return raw.lower()
 
     return convert
+
+
+def default_cache_dir(env: Mapping[str, str]) -> str:
+    """``$XDG_CACHE_HOME/resilient-llm``, else ``~/.cache/resilient-llm``."""
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "resilient-llm")
+
+
+def _ttl(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(raw)
+    return value
+
+
+def _megabytes(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError(raw)
+    return value * 1024 * 1024
+
+
+def _redis_url(raw: str) -> str:
+    if urllib.parse.urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(raw)
+    return raw
 
 
 def _url(raw: str) -> str:

@@ -88,6 +88,8 @@ class ChatResult:
     response_id: str | None = None
     route: str = "openrouter"
     latency_s: float = 0.0
+    cache: str | None = None  # hit, miss, shared (joined an identical call in flight), replay_miss; None: not cached
+    cache_key: str | None = None
 
 
 class Handler(Protocol):

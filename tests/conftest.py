@@ -42,6 +42,7 @@ def fast_settings(base_url: str, log_file: Path | str = "off", **overrides: Any)
         "backoff_base": 0.01,
         "backoff_max": 0.05,
         "log_file": str(log_file),
+        "cache_mode": "off",
     }
     values.update(overrides)
     return Settings(**values)
@@ -73,6 +74,7 @@ def direct_env(server: FaultServer, log_path: Path, monkeypatch: pytest.MonkeyPa
         "RESILIENT_LLM_BACKOFF_BASE": "0.01",
         "RESILIENT_LLM_BACKOFF_MAX": "0.05",
         "RESILIENT_LLM_LOG_FILE": str(log_path),
+        "RESILIENT_LLM_CACHE_DIR": str(log_path.parent / "cache"),
     }.items():
         monkeypatch.setenv(name, value)
     yield

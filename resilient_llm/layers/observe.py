@@ -21,7 +21,7 @@ class ObserveHandler:
         self._inner = inner
         self._log = logger
         self._log_prompts = log_prompts
-        self.outcomes: collections.Counter[str] = collections.Counter()
+        self.outcomes = collections.Counter({str(outcome): 0 for outcome in Outcome} | {"cancelled": 0})
 
     async def handle(self, request: ChatRequest) -> ChatResult:
         started = time.perf_counter()
@@ -53,6 +53,8 @@ class ObserveHandler:
             completion_tokens=result.usage.completion_tokens,
             cost=result.usage.cost,
             response_id=result.response_id,
+            cache=result.cache,
+            cache_key=result.cache_key[:19] if result.cache_key else None,
         )
         return result
 

@@ -1,0 +1,161 @@
+"""Content-hash response cache with single flight: a hit skips everything below; identical calls in flight share one.
+
+Store faults never fail a call: the call goes on without the cache, one warning per fault kind is logged, the store is
+left alone for ``fault_pause_s`` and then tried again, so the cache comes back by itself when the store recovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import enum
+import time
+from typing import Any
+
+from resilient_llm.errors import MalformedResponse
+from resilient_llm.policy.cache import cache_key, decode_answer, encode_answer, is_cacheable
+from resilient_llm.stores import CacheStore
+from resilient_llm.types import ChatRequest, ChatResult, Handler, Outcome
+
+
+class CacheMode(enum.StrEnum):
+    READ_WRITE = "read-write"  # serve hits, store fresh answers
+    REFRESH = "refresh"  # skip reads, store fresh answers
+    REPLAY = "replay"  # answers only from the cache, never the network; a miss ends neutral
+    OFF = "off"
+
+
+@dataclasses.dataclass
+class _Flight:
+    task: asyncio.Task[ChatResult]
+    waiters: int = 0
+
+
+class CacheHandler:
+    """Caches real answers (outcome ``ok``) of cacheable calls; never fallbacks, neutral results or errors."""
+
+    def __init__(
+        self,
+        inner: Handler,
+        store: CacheStore,
+        *,
+        mode: CacheMode,
+        base_url: str,
+        ttl: float | None,
+        cache_sampled: bool,
+        neutral_text: str,
+        logger: Any,
+        fault_pause_s: float = 5.0,
+    ) -> None:
+        self._inner = inner
+        self._store = store
+        self._mode = mode
+        self._base_url = base_url
+        self._ttl = ttl
+        self._cache_sampled = cache_sampled
+        self._neutral_text = neutral_text
+        self._log = logger
+        self._fault_pause_s = fault_pause_s
+        self._flights: dict[str, _Flight] = {}
+        self._warned: set[str] = set()
+        self._store_down = False
+        self._paused_until = 0.0
+        self.counters = collections.Counter(dict.fromkeys(("hit", "miss", "shared", "replay_miss", "store_fault"), 0))
+
+    async def handle(self, request: ChatRequest) -> ChatResult:
+        if not is_cacheable(request, cache_sampled=self._cache_sampled):
+            return await self._inner.handle(request)
+        key = cache_key(request, self._base_url)
+        if self._mode in (CacheMode.READ_WRITE, CacheMode.REPLAY):
+            hit = await self._read(key)
+            if hit is not None:
+                self.counters["hit"] += 1
+                return dataclasses.replace(hit, cache="hit", cache_key=key)
+        if self._mode is CacheMode.REPLAY:
+            self.counters["replay_miss"] += 1
+            return ChatResult(
+                self._neutral_text,
+                Outcome.NEUTRAL,
+                request.model,
+                attempts=0,
+                route="replay",
+                cache="replay_miss",
+                cache_key=key,
+            )
+        self.counters["miss"] += 1
+        return await self._single_flight(key, request)
+
+    async def _single_flight(self, key: str, request: ChatRequest) -> ChatResult:
+        flight = self._flights.get(key)
+        leader = flight is None
+        if flight is None:
+            flight = _Flight(asyncio.ensure_future(self._fetch_and_store(key, request)))
+            self._flights[key] = flight
+            flight.task.add_done_callback(lambda _: self._flights.pop(key, None))
+        flight.waiters += 1
+        try:
+            result = await asyncio.shield(flight.task)
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.task.done():
+                flight.task.cancel()  # every caller gave up: so does the upstream call
+        if leader:
+            return result
+        self.counters["shared"] += 1
+        return dataclasses.replace(result, attempts=0, failures=(), cache="shared")
+
+    async def _fetch_and_store(self, key: str, request: ChatRequest) -> ChatResult:
+        result = await self._inner.handle(request)
+        if result.outcome is Outcome.OK:
+            await self._write(key, result)
+        return dataclasses.replace(result, cache="miss", cache_key=key)
+
+    async def _read(self, key: str) -> ChatResult | None:
+        if time.monotonic() < self._paused_until:
+            return None
+        try:
+            raw = await self._store.get(key)
+            result = None if raw is None else decode_answer(raw, f"cache:{self._store.name}")
+        except MalformedResponse as exc:
+            self._fault("decode", exc)
+            return None
+        except Exception as exc:
+            self._fault("read", exc)
+            return None
+        self._recovered()
+        return result
+
+    async def _write(self, key: str, result: ChatResult) -> None:
+        if time.monotonic() < self._paused_until:
+            return
+        try:
+            await self._store.set(key, encode_answer(result), self._ttl)
+        except Exception as exc:
+            self._fault("write", exc)
+        else:
+            self._recovered()
+
+    def _fault(self, operation: str, exc: BaseException) -> None:
+        self.counters["store_fault"] += 1
+        if operation != "decode":  # an unreadable entry is a miss; a failing store is left alone for a while
+            self._store_down = True
+            self._paused_until = time.monotonic() + self._fault_pause_s
+        kind = type(exc).__name__
+        if kind not in self._warned:
+            self._warned.add(kind)
+            self._log.warning(
+                "cache_fault",
+                store=self._store.name,
+                operation=operation,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+
+    def _recovered(self) -> None:
+        if self._store_down:
+            self._store_down = False
+            self._warned.clear()
+            self._log.info("cache_recovered", store=self._store.name)
+
+    async def aclose(self) -> None:
+        await self._store.close()

@@ -1,0 +1,80 @@
+"""The embedded default store: diskcache in a directory, JSON bytes only, safe to share between processes."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import diskcache
+
+# SQLite busy timeout: a store locked by another process for longer is skipped (a miss), never waited on.
+BUSY_TIMEOUT_S = 0.1
+
+
+class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
+    """Refuses to unpickle anything, so a tampered cache directory cannot run code in the trainer."""
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode == diskcache.core.MODE_PICKLE:
+            raise ValueError("refusing a pickled cache value (only JSON bytes are stored)")
+        return super().fetch(mode, filename, value, read)
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:
+            raise ValueError("refusing a pickled cache key")
+        return super().get(key, raw)
+
+
+class DiskStore:
+    """diskcache with a size limit (least-recently-stored evicted first) and optional TTL.
+
+    Opening is lazy and redone after any failure, so a directory that was read-only, full or corrupted serves again
+    once it is usable (the cache layer decides how often to try).
+    """
+
+    name = "disk"
+
+    def __init__(self, directory: str, size_limit: int) -> None:
+        self.directory = directory
+        self._size_limit = size_limit
+        self._cache: diskcache.Cache | None = None
+
+    def _open(self) -> diskcache.Cache:
+        if self._cache is None:
+            self._cache = diskcache.Cache(
+                self.directory,
+                timeout=BUSY_TIMEOUT_S,
+                disk=_BytesOnlyDisk,
+                size_limit=self._size_limit,
+                eviction_policy="least-recently-stored",
+            )
+        return self._cache
+
+    def _failed(self) -> None:
+        # Drop the handle: a corrupted, replaced or vanished database is opened afresh next time.
+        cache, self._cache = self._cache, None
+        if cache is not None:
+            with contextlib.suppress(Exception):
+                cache.close()
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            value = self._open().get(key, default=None, retry=False)
+        except Exception:
+            self._failed()
+            raise
+        if value is not None and not isinstance(value, bytes):
+            raise TypeError(f"cache value of type {type(value).__name__}, expected bytes")
+        return value
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        try:
+            self._open().set(key, value, expire=ttl, retry=False)
+        except Exception:
+            self._failed()
+            raise
+
+    async def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
