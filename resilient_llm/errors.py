@@ -8,7 +8,8 @@
      │    ├── ConnectionFailed    refused, reset, dropped, HTTP protocol error
      │    ├── ProviderTimeout     connect, read, write, pool or total timeout
      │    ├── ErrorResponse       HTTP status >= 400, or an ``{"error": ...}`` object inside a 200
-     │    └── MalformedResponse   bad or truncated JSON, no choices, empty content, ``finish_reason: "error"``
+     │    ├── MalformedResponse   bad or truncated JSON, no choices, empty content, ``finish_reason: "error"``
+     │    └── BreakerOpen         the route's circuit breaker is open (or its half-open trial is taken): not sent
      └── CallFailed               failed for good: a caller mistake, or the retry budget (attempts or deadline)
                                   ran out; ``failures`` lists every attempt, ``last`` is the final ProviderError
 """
@@ -67,6 +68,10 @@ class ErrorResponse(ProviderError):
 
 class MalformedResponse(ProviderError):
     """The provider answered 200 but the body is not a usable chat completion."""
+
+
+class BreakerOpen(ProviderError):
+    """The circuit breaker refused the attempt without sending it."""
 
 
 class CallFailed(ResilientLLMError):

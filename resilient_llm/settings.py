@@ -20,6 +20,7 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("json", "console")
 CACHE_MODES = ("read-write", "refresh", "replay", "off")
+FALLBACK_ROUTES = ("litellm", "neutral")
 
 T = TypeVar("T")
 
@@ -78,6 +79,16 @@ class Settings:
     cache_size_limit: int = 1 << 30
     cache_sampled: bool = False
     cache_fault_pause: float = 5.0
+    breaker_fail_max: int = 10
+    breaker_reset_timeout: float = 30.0
+    breaker_half_open_trials: int = 1
+    breaker_success_threshold: int = 1
+    fallback: tuple[str, ...] = ("litellm", "neutral")
+    fallback_model: str | None = None
+    fallback_base_url: str | None = None
+    fallback_api_key: Secret = dataclasses.field(default_factory=lambda: Secret(""))
+    fallback_retries: int = 1
+    neutral_score: float = 0.5
 
     @property
     def targets_openrouter(self) -> bool:
@@ -122,7 +133,30 @@ class Settings:
             ),
             cache_sampled=_parse(env, PREFIX + "CACHE_SAMPLED", False, _bool, "true or false"),
             cache_fault_pause=_parse(env, PREFIX + "CACHE_FAULT_PAUSE", 5.0, _seconds, "a number of seconds > 0"),
+            breaker_fail_max=_parse(env, PREFIX + "BREAKER_FAIL_MAX", 10, _int_in(1, 10_000), "an integer 1..10000"),
+            breaker_reset_timeout=_parse(
+                env, PREFIX + "BREAKER_RESET_TIMEOUT", 30.0, _seconds, "a number of seconds > 0"
+            ),
+            breaker_half_open_trials=_parse(
+                env, PREFIX + "BREAKER_HALF_OPEN_TRIALS", 1, _int_in(1, 1000), "an integer 1..1000"
+            ),
+            breaker_success_threshold=_parse(
+                env, PREFIX + "BREAKER_SUCCESS_THRESHOLD", 1, _int_in(1, 1000), "an integer 1..1000"
+            ),
+            fallback=_parse(
+                env, PREFIX + "FALLBACK", ("litellm", "neutral"), _routes, "a comma-separated list of litellm, neutral"
+            ),
+            fallback_model=env.get(PREFIX + "FALLBACK_MODEL") or None,
+            fallback_base_url=_parse(env, PREFIX + "FALLBACK_BASE_URL", None, _url, "an http(s) URL"),
+            fallback_api_key=Secret(env.get(env.get(PREFIX + "FALLBACK_KEY_VAR") or "FALLBACK_API_KEY", "")),
+            fallback_retries=_parse(env, PREFIX + "FALLBACK_RETRIES", 1, _int_in(0, 10), "an integer 0..10"),
+            neutral_score=_parse(env, PREFIX + "NEUTRAL_SCORE", 0.5, _unit_interval, "a number from 0 to 1"),
         )
+        if PREFIX + "FALLBACK" in env and "litellm" in settings.fallback and not settings.fallback_model:
+            raise ConfigError(
+                f"{PREFIX}FALLBACK={env[PREFIX + 'FALLBACK']!r} names litellm but {PREFIX}FALLBACK_MODEL is not set: "
+                "name the LiteLLM model of the other provider (e.g. 'gpt-4o-mini' for OpenAI directly)"
+            )
         for variable, model in (
             ("RUBRIC_JUDGE_MODEL", settings.judge_model),
             ("RUBRIC_GENERATION_MODEL", settings.generation_model),
@@ -137,6 +171,7 @@ class Settings:
         described["api_key"] = "set" if self.api_key.reveal() else "missing"
         described["base_url"] = redact_url(self.base_url)
         described["proxy"] = self.proxy_for_base_url() or "none"
+        described["fallback_api_key"] = "set" if self.fallback_api_key.reveal() else "missing"
         if self.cache_redis_url:
             described["cache_redis_url"] = redact_url(self.cache_redis_url)
         return described
@@ -263,6 +298,22 @@ def _megabytes(raw: str) -> int:
     if value < 1:
         raise ValueError(raw)
     return value * 1024 * 1024
+
+
+def _routes(raw: str) -> tuple[str, ...]:
+    routes = tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+    if not routes or any(r not in FALLBACK_ROUTES for r in routes) or len(set(routes)) != len(routes):
+        raise ValueError(raw)
+    if "neutral" in routes and routes[-1] != "neutral":
+        raise ValueError(raw)  # nothing can come after the neutral result
+    return routes
+
+
+def _unit_interval(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(raw)
+    return value
 
 
 def _redis_url(raw: str) -> str:

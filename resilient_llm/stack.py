@@ -6,16 +6,21 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import pybreaker
+
+from resilient_llm.layers.breaker import BreakerHandler
 from resilient_llm.layers.cache import CacheHandler, CacheMode
 from resilient_llm.layers.fallback import FallbackHandler
 from resilient_llm.layers.http import HTTPHandler
 from resilient_llm.layers.limit import LimitHandler
+from resilient_llm.layers.litellm_route import LiteLLMHandler
 from resilient_llm.layers.observe import ObserveHandler
 from resilient_llm.layers.retry import RetryHandler, Sleep
 from resilient_llm.settings import Settings
 from resilient_llm.stores import CacheStore
 from resilient_llm.stores.disk import DiskStore
 from resilient_llm.stores.redis import RedisStore
+from resilient_llm.types import Handler
 
 if TYPE_CHECKING:
     import httpx
@@ -27,6 +32,7 @@ class Stack:
 
     top: ObserveHandler
     cache: CacheHandler | None
+    breaker: BreakerHandler
     limit: LimitHandler
     http: HTTPHandler
 
@@ -45,6 +51,18 @@ def make_store(settings: Settings) -> CacheStore | None:
     return DiskStore(settings.cache_dir, settings.cache_size_limit)
 
 
+def make_breaker(settings: Settings, inner: Handler, route: str, logger: Any) -> BreakerHandler:
+    breaker = pybreaker.CircuitBreaker(
+        fail_max=settings.breaker_fail_max,
+        reset_timeout=settings.breaker_reset_timeout,
+        success_threshold=settings.breaker_success_threshold,
+        name=route,
+    )
+    return BreakerHandler(
+        inner, breaker, route=route, half_open_trials=settings.breaker_half_open_trials, logger=logger
+    )
+
+
 def build_stack(
     settings: Settings,
     logger: Any,
@@ -53,11 +71,18 @@ def build_stack(
     sleep: Sleep | None = None,
     rng: random.Random | None = None,
 ) -> Stack:
-    """observe → cache → fallback → retry → limit → http, outermost first."""
+    """observe → cache → fallback(primary: retry → breaker → limit → http; then litellm, neutral), outermost first."""
     http = HTTPHandler(settings, transport)
     limit = LimitHandler(http, settings.max_concurrent)
-    retry = RetryHandler(limit, settings, rng=rng, **({"sleep": sleep} if sleep else {}))
-    fallback = FallbackHandler(retry, settings.neutral_text)
+    breaker = make_breaker(settings, limit, "openrouter", logger)
+    retry = RetryHandler(breaker, settings, sleep=sleep, rng=rng, interrupt=breaker.opened)
+    routes: list[tuple[str, Handler]] = []
+    if "litellm" in settings.fallback and settings.fallback_model:
+        litellm = LimitHandler(LiteLLMHandler(settings), settings.max_concurrent)
+        routes.append(("litellm", make_breaker(settings, litellm, "litellm", logger)))
+    fallback = FallbackHandler(
+        retry, routes, neutral="neutral" in settings.fallback, neutral_text=settings.neutral_text
+    )
     store = make_store(settings)
     cache = None
     if store is not None:
@@ -73,4 +98,4 @@ def build_stack(
             fault_pause_s=settings.cache_fault_pause,
         )
     observe = ObserveHandler(cache or fallback, logger, log_prompts=settings.log_prompts)
-    return Stack(top=observe, cache=cache, limit=limit, http=http)
+    return Stack(top=observe, cache=cache, breaker=breaker, limit=limit, http=http)

@@ -67,12 +67,13 @@ class FailedAttempt:
     status: int | None = None
     message: str = ""
     wait_s: float | None = None
+    route: str = "openrouter"
 
     @classmethod
-    def of(cls, error: BaseException, wait_s: float | None = None) -> FailedAttempt:
+    def of(cls, error: BaseException, wait_s: float | None = None, route: str = "openrouter") -> FailedAttempt:
         if isinstance(error, ProviderError):
-            return cls(error.kind, error.status, str(error.args[0]), wait_s)
-        return cls(type(error).__name__, None, str(error), wait_s)
+            return cls(error.kind, error.status, str(error.args[0]), wait_s, route)
+        return cls(type(error).__name__, None, str(error), wait_s, route)
 
 
 @dataclass(frozen=True, slots=True)

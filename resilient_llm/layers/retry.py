@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import random
 import time
@@ -26,13 +27,23 @@ class RetryHandler:
         inner: Handler,
         settings: Settings,
         *,
-        sleep: Sleep = asyncio.sleep,
+        sleep: Sleep | None = None,
         rng: random.Random | None = None,
+        interrupt: asyncio.Event | None = None,
     ) -> None:
         self._inner = inner
         self._settings = settings
-        self._sleep = sleep
+        self._sleep = sleep or self._interruptible_sleep
         self._rng = rng or random.Random()
+        self._interrupt = interrupt
+
+    async def _interruptible_sleep(self, seconds: float) -> None:
+        """Backoff that ends early when the breaker opens: the next attempt then fails fast into the fallback."""
+        if self._interrupt is None:
+            await asyncio.sleep(seconds)
+        elif not self._interrupt.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._interrupt.wait(), seconds)
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None

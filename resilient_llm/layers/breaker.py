@@ -1,0 +1,130 @@
+"""Circuit breaker around one route, per attempt: pybreaker keeps the state, this layer decides who may pass.
+
+pybreaker counts consecutive failures and moves closed → open → half-open → closed. Its own call path is not
+asyncio-aware (it would count a cancellation as a failure and let every concurrent caller through in half-open), so
+the awaited attempt runs outside it: the layer admits or refuses the attempt, awaits it holding no lock, then replays
+the outcome through ``breaker.call`` so pybreaker's counters and transitions stay the single source of truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+from typing import Any
+
+import pybreaker
+
+from resilient_llm.errors import BreakerOpen
+from resilient_llm.policy.breaker import Verdict, verdict
+from resilient_llm.types import ChatRequest, ChatResult, Handler
+
+
+class _Failed(Exception):
+    """Stands in for a failed attempt when its outcome is replayed through pybreaker."""
+
+
+class BreakerHandler:
+    """Refuses attempts while the breaker is open; in half-open lets ``half_open_trials`` attempts through at once."""
+
+    def __init__(
+        self,
+        inner: Handler,
+        breaker: pybreaker.CircuitBreaker,
+        *,
+        route: str,
+        half_open_trials: int,
+        logger: Any,
+    ) -> None:
+        self._inner = inner
+        self._breaker = breaker
+        self._route = route
+        self._max_trials = half_open_trials
+        self._trials = 0
+        self._log = logger
+        self.opened = asyncio.Event()  # set while open: pending retries stop backing off
+        self.trips = 0
+        self._last_failure = ""
+        breaker.add_listener(_Transitions(self))
+
+    @property
+    def state(self) -> str:
+        return str(self._breaker.current_state)
+
+    async def handle(self, request: ChatRequest) -> ChatResult:
+        trial = self._admit()
+        try:
+            result = await self._inner.handle(request)
+        except BaseException as exc:
+            self._record(verdict(exc), exc)
+            raise
+        else:
+            self._record(Verdict.HEALTHY, None)
+            return result
+        finally:
+            if trial:
+                self._trials -= 1
+
+    def _admit(self) -> bool:
+        """True for a half-open trial; raises BreakerOpen when the attempt may not be sent."""
+        state = self._breaker.current_state
+        if state == pybreaker.STATE_OPEN:
+            if not self._reset_timeout_elapsed():
+                raise BreakerOpen(f"{self._route} circuit open", kind="breaker_open")
+            self._breaker.half_open()
+            state = pybreaker.STATE_HALF_OPEN
+        if state != pybreaker.STATE_HALF_OPEN:
+            return False
+        if self._trials >= self._max_trials:
+            raise BreakerOpen(f"{self._route} circuit half-open, trial in progress", kind="breaker_open")
+        self._trials += 1
+        return True
+
+    def _reset_timeout_elapsed(self) -> bool:
+        opened_at = self._breaker._state_storage.opened_at  # pybreaker keeps it only there
+        if opened_at is None:
+            return True
+        now = datetime.datetime.now(datetime.UTC)
+        return now >= opened_at + datetime.timedelta(seconds=self._breaker.reset_timeout)
+
+    def _record(self, outcome: Verdict, error: BaseException | None) -> None:
+        if outcome is Verdict.SILENT or self._breaker.current_state == pybreaker.STATE_OPEN:
+            return  # late outcomes of attempts admitted before the trip say nothing new
+        if outcome is Verdict.FAILING:
+            self._last_failure = str(error)[:200]
+
+        def replay() -> None:
+            if outcome is Verdict.FAILING:
+                raise _Failed
+
+        with contextlib.suppress(_Failed, pybreaker.CircuitBreakerError):
+            self._breaker.call(replay)
+
+
+class _Transitions(pybreaker.CircuitBreakerListener):
+    """Logs every transition and keeps the ``opened`` event in step with the state."""
+
+    def __init__(self, layer: BreakerHandler) -> None:
+        self._layer = layer
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        layer = self._layer
+        old = old_state.name if old_state is not None else None
+        new = new_state.name
+        if new == pybreaker.STATE_OPEN:
+            layer.trips += 1
+            layer.opened.set()
+            reason = "trial failed" if old == pybreaker.STATE_HALF_OPEN else f"{cb.fail_max} consecutive failures"
+        else:
+            layer.opened.clear()
+            reason = "reset timeout elapsed" if new == pybreaker.STATE_HALF_OPEN else "trial succeeded"
+        layer._log.warning(
+            "breaker_state_change",
+            route=layer._route,
+            from_state=old,
+            to_state=new,
+            reason=reason,
+            failures=cb.fail_counter,
+            last_failure=layer._last_failure if new == pybreaker.STATE_OPEN else None,
+            trips=layer.trips,
+        )
