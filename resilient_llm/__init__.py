@@ -2,6 +2,7 @@
 
 from resilient_llm.engine import Engine, acomplete, complete, default_engine, shutdown
 from resilient_llm.errors import (
+    BreakerOpen,
     CallFailed,
     ConfigError,
     ConnectionFailed,
@@ -11,10 +12,12 @@ from resilient_llm.errors import (
     ProviderTimeout,
     ResilientLLMError,
 )
+from resilient_llm.judge import JudgeCounters, judge_counters
 from resilient_llm.settings import Settings
 from resilient_llm.types import ChatOptions, ChatRequest, ChatResult, FailedAttempt, Outcome, Usage
 
 __all__ = [
+    "BreakerOpen",
     "CallFailed",
     "ChatOptions",
     "ChatRequest",
@@ -24,6 +27,7 @@ __all__ = [
     "Engine",
     "ErrorResponse",
     "FailedAttempt",
+    "JudgeCounters",
     "MalformedResponse",
     "Outcome",
     "ProviderError",
@@ -34,5 +38,6 @@ __all__ = [
     "acomplete",
     "complete",
     "default_engine",
+    "judge_counters",
     "shutdown",
 ]

@@ -123,6 +123,16 @@ class Engine:
         return {} if self._stack.cache is None else dict(self._stack.cache.counters)
 
     @property
+    def breaker_state(self) -> str:
+        """The OpenRouter route's circuit breaker state: closed, open or half-open."""
+        return self._stack.breaker.state
+
+    @property
+    def breaker_trips(self) -> int:
+        """How often the OpenRouter route's breaker has opened."""
+        return self._stack.breaker.trips
+
+    @property
     def in_flight(self) -> int:
         """Attempts holding a concurrency slot right now."""
         return self._stack.limit.in_flight

@@ -7,13 +7,12 @@ returns ``""`` (or ``RESILIENT_LLM_NEUTRAL_TEXT`` on the direct path) instead of
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from resilient_llm.judge import extract_json_object
 from resilient_llm.settings import parse_bool
 
 LOGGER = logging.getLogger(__name__)
@@ -98,25 +97,4 @@ async def run_litellm_async(
 
 def extract_json_from_response(response: str) -> dict[str, Any] | None:
     """The first JSON object in a model's reply (code fences, prose and doubled braces tolerated), or None."""
-    end = response.rfind("}")
-    start = response.find("{")
-    while start != -1 and start < end:
-        candidate = response[start : end + 1]
-        for text in (candidate, _cleaned(candidate), candidate.replace("{{", "{").replace("}}", "}")):
-            try:
-                parsed = json.loads(text)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(parsed, dict):
-                return parsed
-        start = response.find("{", start + 1)
-    return None
-
-
-_TRAILING_COMMA = re.compile(r",\s*([}\]])")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
-
-
-def _cleaned(candidate: str) -> str:
-    """Repairs models often need: trailing commas, stray control characters."""
-    return _TRAILING_COMMA.sub(r"\1", _CONTROL.sub("", candidate))
+    return extract_json_object(response)

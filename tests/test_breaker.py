@@ -1,0 +1,234 @@
+"""Circuit breaker and fallback chain against real local servers; the judge's neutral score."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from resilient_llm import Engine, Outcome, judge
+from resilient_llm.errors import BreakerOpen, ConnectionFailed, ErrorResponse, ProviderTimeout
+from resilient_llm.fault_server import FaultServer
+from resilient_llm.policy.breaker import Verdict, verdict
+from resilient_llm.settings import Secret
+from tests.conftest import MODEL, read_log
+
+BREAKER = {"breaker_fail_max": 3, "breaker_reset_timeout": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (None, Verdict.HEALTHY),
+        (ErrorResponse("bad key", kind="http_401", status=401), Verdict.HEALTHY),
+        (ErrorResponse("bad request", kind="http_400", status=400), Verdict.HEALTHY),
+        (ErrorResponse("slow down", kind="http_429", status=429), Verdict.SILENT),
+        (ErrorResponse("budget", kind="http_402", status=402), Verdict.SILENT),
+        (asyncio.CancelledError(), Verdict.SILENT),
+        (BreakerOpen("open", kind="breaker_open"), Verdict.SILENT),
+        (ErrorResponse("down", kind="http_503", status=503), Verdict.FAILING),
+        (ConnectionFailed("reset", kind="connection_reset"), Verdict.FAILING),
+        (ProviderTimeout("slow", kind="read_timeout"), Verdict.FAILING),
+        (KeyError("our bug"), Verdict.SILENT),
+    ],
+)
+def test_what_counts_against_the_endpoint(error: BaseException | None, expected: Verdict) -> None:
+    """Outages count; caller mistakes are answers; cancellations and rate limits say nothing."""
+    assert verdict(error) is expected
+
+
+def breaker_events(log_path: Path) -> list[tuple[str, str]]:
+    return [(e["from_state"], e["to_state"]) for e in read_log(log_path) if e["event"] == "breaker_state_change"]
+
+
+def test_outage_opens_fails_fast_probes_once_per_period_and_recovers(
+    server: FaultServer, make_engine: Callable[..., Engine], log_path: Path
+) -> None:
+    """Outage: opens in the first wave, then fails fast with one probe per reset period; recovery closes it."""
+    engine = make_engine(**BREAKER, neutral_text="N")
+    server.down = True
+    first = engine.complete(MODEL, user="first")
+    assert first.outcome is Outcome.NEUTRAL
+    assert [f.kind for f in first.failures] == ["http_503"] * 3 + ["breaker_open"]
+    assert engine.breaker_state == "open"
+    requests = server.stats()["requests"]
+    fast = [engine.complete(MODEL, user=f"fast {i}") for i in range(20)]
+    assert {r.outcome for r in fast} == {Outcome.NEUTRAL}
+    assert server.stats()["requests"] == requests  # nothing reached the dead endpoint
+    time.sleep(0.6)
+    probed = [engine.complete(MODEL, user=f"probe {i}") for i in range(5)]
+    assert {r.outcome for r in probed} == {Outcome.NEUTRAL}
+    assert server.stats()["requests"] == requests + 1  # one trial, which failed
+    server.down = False
+    time.sleep(0.6)
+    recovered = [engine.complete(MODEL, user=f"back {i}") for i in range(5)]
+    assert {r.outcome for r in recovered} == {Outcome.OK}
+    assert engine.breaker_state == "closed"
+    assert breaker_events(log_path) == [
+        ("closed", "open"),
+        ("open", "half-open"),
+        ("half-open", "open"),
+        ("open", "half-open"),
+        ("half-open", "closed"),
+    ]
+
+
+def test_half_open_lets_one_trial_through_fifty_callers(make_engine: Callable[..., Engine]) -> None:
+    """After the reset timeout, of 50 concurrent callers exactly one reaches the endpoint."""
+    with FaultServer("clean", latency_s=0.3) as slow:
+        engine = make_engine(base_url=slow.url, **BREAKER)
+        slow.down = True
+        engine.complete(MODEL, user="trip")
+        assert engine.breaker_state == "open"
+        slow.down = False
+        time.sleep(0.6)
+        slow.reset_stats()
+
+        async def wave() -> list[Outcome]:
+            results = await asyncio.gather(*(engine.acomplete(MODEL, user=f"c{i}") for i in range(50)))
+            return [r.outcome for r in results]
+
+        outcomes = asyncio.run(wave())
+        assert slow.stats()["requests"] == 1
+    assert outcomes.count(Outcome.OK) == 1
+    assert outcomes.count(Outcome.NEUTRAL) == 49
+    assert engine.breaker_state == "closed"
+
+
+def test_flaky_endpoint_does_not_trip_the_breaker(make_engine: Callable[..., Engine]) -> None:
+    """~30% mixed transient faults over 600 calls: zero trips at the default threshold."""
+    with FaultServer("flaky", seed=11, retry_after_s=0.05, hang_s=2.0) as flaky:
+        engine = make_engine(base_url=flaky.url, timeout=0.5)
+
+        async def run() -> list[Outcome]:
+            gate = asyncio.Semaphore(32)
+
+            async def one(i: int) -> Outcome:
+                async with gate:
+                    return (await engine.acomplete(MODEL, user=f"flaky {i}")).outcome
+
+            return list(await asyncio.gather(*(one(i) for i in range(600))))
+
+        outcomes = asyncio.run(run())
+    assert engine.breaker_trips == 0
+    assert outcomes.count(Outcome.OK) >= 598
+
+
+def test_caller_mistakes_and_cancellations_never_trip(server: FaultServer, make_engine: Callable[..., Engine]) -> None:
+    """Five 401s and five cancelled calls in a row leave a fail_max=3 breaker closed."""
+    engine = make_engine(**BREAKER, timeout=30.0)
+    server.script(*["http_401"] * 5)
+    for i in range(5):
+        assert engine.complete(MODEL, user=f"bad {i}", raise_caller_errors=False).outcome is Outcome.NEUTRAL
+    server.script(*["hang"] * 5)
+
+    async def cancel_one(i: int) -> None:
+        task = asyncio.ensure_future(engine.acomplete(MODEL, user=f"hang {i}"))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    for i in range(5):
+        asyncio.run(cancel_one(i))
+    assert engine.breaker_state == "closed"
+    assert engine.complete(MODEL, user="fine").outcome is Outcome.OK
+
+
+def test_a_pending_retry_stops_backing_off_when_the_breaker_opens(make_engine: Callable[..., Engine]) -> None:
+    """A call waiting out a 20 s Retry-After goes to the fallback as soon as other calls trip the breaker."""
+    with FaultServer("clean", retry_after_s=20.0) as server:
+        engine = make_engine(base_url=server.url, breaker_fail_max=3, breaker_reset_timeout=60.0)
+        server.script("http_429")
+
+        async def scenario() -> float:
+            waiting = asyncio.ensure_future(engine.acomplete(MODEL, user="waiting"))
+            await asyncio.sleep(0.2)
+            server.down = True
+            await engine.acomplete(MODEL, user="trips the breaker")
+            result = await waiting
+            assert result.outcome is Outcome.NEUTRAL
+            assert [f.kind for f in result.failures] == ["http_429", "breaker_open"]
+            assert result.failures[0].wait_s is not None
+            assert result.failures[0].wait_s >= 20.0
+            return result.latency_s
+
+        assert asyncio.run(scenario()) < 15.0  # it did not sit out its 20 s wait
+
+
+@pytest.fixture
+def other_provider() -> Iterator[FaultServer]:
+    with FaultServer("clean") as srv:
+        yield srv
+
+
+def test_litellm_route_answers_when_openrouter_is_down(
+    server: FaultServer, other_provider: FaultServer, make_engine: Callable[..., Engine], log_path: Path
+) -> None:
+    """With OpenRouter down, LiteLLM (really called) answers from the other provider; the log says why."""
+    engine = make_engine(
+        **BREAKER,
+        fallback_model="openai/gpt-4o-mini",
+        fallback_base_url=other_provider.url,
+        fallback_api_key=Secret("sk-other-provider"),
+    )
+    server.down = True
+    result = engine.complete(MODEL, user="q")
+    assert (result.outcome, result.route) == (Outcome.FALLBACK, "litellm")
+    assert result.text.startswith('{"score"')
+    assert {f.route for f in result.failures} == {"openrouter"}
+    assert other_provider.stats()["requests"] == 1
+    (line,) = [e for e in read_log(log_path) if e["event"] == "llm_call"]
+    assert (line["outcome"], line["route"]) == ("fallback", "litellm")
+    assert line["failures"][-1]["kind"] == "breaker_open"
+    assert "sk-other-provider" not in log_path.read_text()
+
+
+def test_both_routes_down_give_the_neutral_judge_score(server: FaultServer, make_engine: Callable[..., Engine]) -> None:
+    """Judge endpoint and fallback both down: every score is the neutral value and the counters say so."""
+    engine = make_engine(
+        **BREAKER,
+        fallback_model="openai/gpt-4o-mini",
+        fallback_base_url="http://127.0.0.1:9/v1",
+        neutral_score=0.5,
+    )
+    server.down = True
+    judge.reset_judge_counters()
+    scores = [judge.score_property(MODEL, f"answer {i}", "question", "is correct", engine=engine) for i in range(10)]
+    assert scores == [0.5] * 10
+    counters = judge.judge_counters()
+    assert (counters.calls, counters.real, counters.neutral, counters.neutral_share) == (10, 0, 10, 1.0)
+
+
+def test_judge_scores_real_answers_and_counts_unreadable_ones(
+    server: FaultServer, make_engine: Callable[..., Engine]
+) -> None:
+    """A real reply gives score/scale; an unreadable one gives the neutral score and is counted apart."""
+    engine = make_engine()
+    judge.reset_judge_counters()
+    score = asyncio.run(judge.score_property_async(MODEL, "resp", "q", "prop", engine=engine))
+    assert score in (0.0, 0.5, 1.0)
+    assert judge.judge_counters().real == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ('{"score": 2}', 1.0),
+        ('{"score": 1}', 0.5),
+        ('```json\n{"score": 0}\n```', 0.0),
+        ('{{"score": 2}}', 1.0),
+        ('{"score": "1.5"}', 0.75),
+        ('{"score": 3}', None),
+        ('{"score": -1}', None),
+        ('{"score": true}', None),
+        ('{"verdict": 2}', None),
+        ("two", None),
+    ],
+)
+def test_parse_score(reply: str, expected: float | None) -> None:
+    """Scores within 0..scale are divided by the scale; anything else is unreadable."""
+    assert judge.parse_score(reply, 2.0) == expected
