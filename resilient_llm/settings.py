@@ -83,6 +83,7 @@ class Settings:
     breaker_reset_timeout: float = 30.0
     breaker_half_open_trials: int = 1
     breaker_success_threshold: int = 1
+    breaker_redis_url: str | None = None
     fallback: tuple[str, ...] = ("litellm", "neutral")
     fallback_model: str | None = None
     fallback_base_url: str | None = None
@@ -143,6 +144,9 @@ class Settings:
             breaker_success_threshold=_parse(
                 env, PREFIX + "BREAKER_SUCCESS_THRESHOLD", 1, _int_in(1, 1000), "an integer 1..1000"
             ),
+            breaker_redis_url=_parse(
+                env, PREFIX + "BREAKER_REDIS_URL", None, _redis_url, "a redis:// or rediss:// URL"
+            ),
             fallback=_parse(
                 env, PREFIX + "FALLBACK", ("litellm", "neutral"), _routes, "a comma-separated list of litellm, neutral"
             ),
@@ -172,8 +176,9 @@ class Settings:
         described["base_url"] = redact_url(self.base_url)
         described["proxy"] = self.proxy_for_base_url() or "none"
         described["fallback_api_key"] = "set" if self.fallback_api_key.reveal() else "missing"
-        if self.cache_redis_url:
-            described["cache_redis_url"] = redact_url(self.cache_redis_url)
+        for name in ("cache_redis_url", "breaker_redis_url"):
+            if getattr(self, name):
+                described[name] = redact_url(getattr(self, name))
         return described
 
     def check_model(self, model: str, source: str = "model") -> str:

@@ -18,6 +18,7 @@ from resilient_llm.layers.observe import ObserveHandler
 from resilient_llm.layers.retry import RetryHandler, Sleep
 from resilient_llm.settings import Settings
 from resilient_llm.stores import CacheStore
+from resilient_llm.stores.breaker_state import SharedBreakerStorage
 from resilient_llm.stores.disk import DiskStore
 from resilient_llm.stores.redis import RedisStore
 from resilient_llm.types import Handler
@@ -51,15 +52,25 @@ def make_store(settings: Settings) -> CacheStore | None:
     return DiskStore(settings.cache_dir, settings.cache_size_limit)
 
 
-def make_breaker(settings: Settings, inner: Handler, route: str, logger: Any) -> BreakerHandler:
+def make_breaker(settings: Settings, inner: Handler, route: str, endpoint: str, logger: Any) -> BreakerHandler:
+    """A breaker for one route; its state shared through Redis when RESILIENT_LLM_BREAKER_REDIS_URL is set."""
+    storage = None
+    if settings.breaker_redis_url:
+        storage = SharedBreakerStorage(settings.breaker_redis_url, route, endpoint, logger)
     breaker = pybreaker.CircuitBreaker(
         fail_max=settings.breaker_fail_max,
         reset_timeout=settings.breaker_reset_timeout,
         success_threshold=settings.breaker_success_threshold,
+        state_storage=storage,
         name=route,
     )
     return BreakerHandler(
-        inner, breaker, route=route, half_open_trials=settings.breaker_half_open_trials, logger=logger
+        inner,
+        breaker,
+        route=route,
+        half_open_trials=settings.breaker_half_open_trials,
+        logger=logger,
+        blocking_storage=storage is not None,
     )
 
 
@@ -74,12 +85,13 @@ def build_stack(
     """observe → cache → fallback(primary: retry → breaker → limit → http; then litellm, neutral), outermost first."""
     http = HTTPHandler(settings, transport)
     limit = LimitHandler(http, settings.max_concurrent)
-    breaker = make_breaker(settings, limit, "openrouter", logger)
+    breaker = make_breaker(settings, limit, "openrouter", settings.base_url, logger)
     retry = RetryHandler(breaker, settings, sleep=sleep, rng=rng, interrupt=breaker.opened)
     routes: list[tuple[str, Handler]] = []
     if "litellm" in settings.fallback and settings.fallback_model:
         litellm = LimitHandler(LiteLLMHandler(settings), settings.max_concurrent)
-        routes.append(("litellm", make_breaker(settings, litellm, "litellm", logger)))
+        endpoint = f"{settings.fallback_base_url}/{settings.fallback_model}"
+        routes.append(("litellm", make_breaker(settings, litellm, "litellm", endpoint, logger)))
     fallback = FallbackHandler(
         retry, routes, neutral="neutral" in settings.fallback, neutral_text=settings.neutral_text
     )

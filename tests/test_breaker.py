@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +19,7 @@ from resilient_llm.fault_server import FaultServer
 from resilient_llm.policy.breaker import Verdict, verdict
 from resilient_llm.settings import Secret
 from tests.conftest import MODEL, read_log
+from tests.redis_server import RedisServer
 
 BREAKER = {"breaker_fail_max": 3, "breaker_reset_timeout": 0.5}
 
@@ -232,3 +237,59 @@ def test_judge_scores_real_answers_and_counts_unreadable_ones(
 def test_parse_score(reply: str, expected: float | None) -> None:
     """Scores within 0..scale are divided by the scale; anything else is unreadable."""
     assert judge.parse_score(reply, 2.0) == expected
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    try:
+        redis = RedisServer(tmp_path).start()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    yield redis
+    redis.kill()
+
+
+SECOND_PROCESS = """
+import json, resilient_llm
+result = resilient_llm.complete("openai/gpt-4o-mini", user="from the second process", raise_caller_errors=False)
+print(json.dumps({"outcome": result.outcome, "kinds": [f.kind for f in result.failures]}))
+"""
+
+
+def test_two_processes_share_breaker_state_through_redis(
+    server: FaultServer, make_engine: Callable[..., Engine], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A breaker tripped in one process makes another process fail fast without touching the endpoint."""
+    engine = make_engine(breaker_fail_max=3, breaker_reset_timeout=60.0, breaker_redis_url=redis_server.url)
+    server.down = True
+    engine.complete(MODEL, user="trip")
+    assert engine.breaker_state == "open"
+    requests = server.stats()["requests"]
+    env = dict(
+        os.environ,
+        OPENAI_API_KEY="sk-second",
+        OPENAI_API_BASE=server.url,
+        RESILIENT_LLM_BREAKER_REDIS_URL=redis_server.url,
+        RESILIENT_LLM_BREAKER_RESET_TIMEOUT="60",
+        RESILIENT_LLM_CACHE="off",
+        RESILIENT_LLM_LOG_FILE=str(tmp_path / "second.jsonl"),
+    )
+    done = subprocess.run([sys.executable, "-c", SECOND_PROCESS], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"outcome": "neutral", "kinds": ["breaker_open"]}
+    assert server.stats()["requests"] == requests
+
+
+def test_redis_down_means_local_breaker_state_logged_once(
+    server: FaultServer, make_engine: Callable[..., Engine], redis_server: RedisServer, log_path: Path
+) -> None:
+    """With its Redis gone the breaker keeps working on local state, with one warning."""
+    engine = make_engine(**BREAKER, breaker_redis_url=redis_server.url)
+    assert engine.complete(MODEL, user="before").outcome is Outcome.OK
+    redis_server.kill()
+    assert [engine.complete(MODEL, user=f"during {i}").outcome for i in range(3)] == [Outcome.OK] * 3
+    server.down = True
+    engine.complete(MODEL, user="trip")
+    assert engine.breaker_state == "open"
+    faults = [e for e in read_log(log_path) if e["event"] == "breaker_storage_fault"]
+    assert len(faults) == 1

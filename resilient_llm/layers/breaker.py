@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pybreaker
 
 from resilient_llm.errors import BreakerOpen
 from resilient_llm.policy.breaker import Verdict, verdict
 from resilient_llm.types import ChatRequest, ChatResult, Handler
+
+T = TypeVar("T")
 
 
 class _Failed(Exception):
@@ -35,6 +38,7 @@ class BreakerHandler:
         route: str,
         half_open_trials: int,
         logger: Any,
+        blocking_storage: bool = False,
     ) -> None:
         self._inner = inner
         self._breaker = breaker
@@ -45,6 +49,8 @@ class BreakerHandler:
         self.opened = asyncio.Event()  # set while open: pending retries stop backing off
         self.trips = 0
         self._last_failure = ""
+        self._blocking = blocking_storage
+        self._loop: asyncio.AbstractEventLoop | None = None
         breaker.add_listener(_Transitions(self))
 
     @property
@@ -52,27 +58,40 @@ class BreakerHandler:
         return str(self._breaker.current_state)
 
     async def handle(self, request: ChatRequest) -> ChatResult:
-        trial = self._admit()
+        self._loop = asyncio.get_running_loop()
+        trial = self._admit(await self._off_loop(self._state_now))
         try:
             result = await self._inner.handle(request)
+        except asyncio.CancelledError:
+            raise  # says nothing about the endpoint
         except BaseException as exc:
-            self._record(verdict(exc), exc)
+            await self._off_loop(self._record, verdict(exc), exc)
             raise
         else:
-            self._record(Verdict.HEALTHY, None)
+            await self._off_loop(self._record, Verdict.HEALTHY, None)
             return result
         finally:
             if trial:
                 self._trials -= 1
 
-    def _admit(self) -> bool:
-        """True for a half-open trial; raises BreakerOpen when the attempt may not be sent."""
-        state = self._breaker.current_state
-        if state == pybreaker.STATE_OPEN:
-            if not self._reset_timeout_elapsed():
-                raise BreakerOpen(f"{self._route} circuit open", kind="breaker_open")
+    async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
+        """pybreaker's own calls: inline with local state, on a worker thread when its storage blocks (Redis)."""
+        if self._blocking:
+            return await asyncio.to_thread(function, *args)
+        return function(*args)
+
+    def _state_now(self) -> str:
+        """The state, moved from open to half-open once the reset timeout has elapsed."""
+        state = str(self._breaker.current_state)
+        if state == pybreaker.STATE_OPEN and self._reset_timeout_elapsed():
             self._breaker.half_open()
-            state = pybreaker.STATE_HALF_OPEN
+            return pybreaker.STATE_HALF_OPEN
+        return state
+
+    def _admit(self, state: str) -> bool:
+        """True for a half-open trial; raises BreakerOpen when the attempt may not be sent."""
+        if state == pybreaker.STATE_OPEN:
+            raise BreakerOpen(f"{self._route} circuit open", kind="breaker_open")
         if state != pybreaker.STATE_HALF_OPEN:
             return False
         if self._trials >= self._max_trials:
@@ -113,11 +132,14 @@ class _Transitions(pybreaker.CircuitBreakerListener):
         new = new_state.name
         if new == pybreaker.STATE_OPEN:
             layer.trips += 1
-            layer.opened.set()
             reason = "trial failed" if old == pybreaker.STATE_HALF_OPEN else f"{cb.fail_max} consecutive failures"
         else:
-            layer.opened.clear()
             reason = "reset timeout elapsed" if new == pybreaker.STATE_HALF_OPEN else "trial succeeded"
+        event = layer.opened.set if new == pybreaker.STATE_OPEN else layer.opened.clear
+        if layer._loop is not None and layer._blocking:
+            layer._loop.call_soon_threadsafe(event)  # the transition happened on a worker thread
+        else:
+            event()
         layer._log.warning(
             "breaker_state_change",
             route=layer._route,
