@@ -86,7 +86,7 @@ PROFILES: dict[str, Profile] = {
         }
     ),
     "ratelimit": Profile({"http_429": 0.6}),
-    "outage": Profile(outage=(2.0, 6.0)),
+    "outage": Profile(outage=(1.0, 4.0)),
 }
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden"}

@@ -80,7 +80,7 @@ class Settings:
     cache_sampled: bool = False
     cache_fault_pause: float = 5.0
     breaker_fail_max: int = 10
-    breaker_reset_timeout: float = 30.0
+    breaker_reset_timeout: float = 5.0
     breaker_half_open_trials: int = 1
     breaker_success_threshold: int = 1
     breaker_redis_url: str | None = None
@@ -136,7 +136,7 @@ class Settings:
             cache_fault_pause=_parse(env, PREFIX + "CACHE_FAULT_PAUSE", 5.0, _seconds, "a number of seconds > 0"),
             breaker_fail_max=_parse(env, PREFIX + "BREAKER_FAIL_MAX", 10, _int_in(1, 10_000), "an integer 1..10000"),
             breaker_reset_timeout=_parse(
-                env, PREFIX + "BREAKER_RESET_TIMEOUT", 30.0, _seconds, "a number of seconds > 0"
+                env, PREFIX + "BREAKER_RESET_TIMEOUT", 5.0, _seconds, "a number of seconds > 0"
             ),
             breaker_half_open_trials=_parse(
                 env, PREFIX + "BREAKER_HALF_OPEN_TRIALS", 1, _int_in(1, 1000), "an integer 1..1000"

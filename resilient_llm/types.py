@@ -68,11 +68,14 @@ class FailedAttempt:
     message: str = ""
     wait_s: float | None = None
     route: str = "openrouter"
+    backpressure: bool = False  # the endpoint asked us to slow down (429, in-flight budget)
 
     @classmethod
     def of(cls, error: BaseException, wait_s: float | None = None, route: str = "openrouter") -> FailedAttempt:
+        from resilient_llm.policy.retry import is_backpressure
+
         if isinstance(error, ProviderError):
-            return cls(error.kind, error.status, str(error.args[0]), wait_s, route)
+            return cls(error.kind, error.status, str(error.args[0]), wait_s, route, is_backpressure(error))
         return cls(type(error).__name__, None, str(error), wait_s, route)
 
 

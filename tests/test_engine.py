@@ -240,3 +240,13 @@ def test_unreachable_endpoint_is_retried_then_neutral(make_engine: Callable[...,
     result = engine.complete(MODEL, user="q", raise_caller_errors=False)
     assert (result.outcome, result.attempts, result.text) == (Outcome.NEUTRAL, 6, "")
     assert {f.kind for f in result.failures} == {"connect_error"}
+
+
+def test_rate_limits_do_not_use_up_the_retries(server: FaultServer, make_engine: Callable[..., Engine]) -> None:
+    """Six 429s in a row (more than num_retries) are waited out: the endpoint is alive, just asking for time."""
+    engine = make_engine(retry_after_max=1.0)
+    server.script(*["http_429"] * 6)
+    result = engine.complete(MODEL, user="q", num_retries=2)
+    assert (result.outcome, result.attempts) == (Outcome.OK, 7)
+    assert all(f.backpressure for f in result.failures)
+    assert server.stats()["retry_after_violations"] == 0

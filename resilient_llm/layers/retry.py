@@ -9,14 +9,30 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay
+from tenacity.stop import stop_base
 
 from resilient_llm.errors import CallFailed, ProviderError
-from resilient_llm.policy.retry import is_retryable, retry_wait
+from resilient_llm.policy.retry import is_backpressure, is_retryable, retry_wait
 from resilient_llm.settings import Settings
 from resilient_llm.types import ChatRequest, ChatResult, FailedAttempt, Handler
 
 Sleep = Callable[[float], Awaitable[None]]
+MAX_ATTEMPTS = 100  # a hard ceiling, whatever the mix of failures and backpressure
+
+
+class _StopAfterFailures(stop_base):
+    """Stop once ``failures`` attempts failed for real; backpressure (429, in-flight budget) is not counted."""
+
+    def __init__(self, failures: int, history: list[FailedAttempt]) -> None:
+        self._failures = failures
+        self._history = history
+
+    def __call__(self, state: RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome else None
+        current = 0 if error is not None and is_backpressure(error) else 1
+        counted = sum(1 for f in self._history if not f.backpressure) + current
+        return counted >= self._failures or state.attempt_number >= MAX_ATTEMPTS
 
 
 class RetryHandler:
@@ -73,7 +89,7 @@ class RetryHandler:
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_retryable),
-            stop=stop_after_attempt(1 + request.num_retries) | stop_before_delay(self._settings.deadline),
+            stop=_StopAfterFailures(1 + request.num_retries, failures) | stop_before_delay(self._settings.deadline),
             wait=self._wait,
             before_sleep=record,
             sleep=self._sleep,

@@ -6,16 +6,13 @@ import asyncio
 import enum
 
 from resilient_llm.errors import BreakerOpen, ErrorResponse, ProviderError
-from resilient_llm.policy.retry import is_caller_mistake
+from resilient_llm.policy.retry import BACKPRESSURE_STATUSES, is_caller_mistake
 
 
 class Verdict(enum.Enum):
     HEALTHY = "healthy"  # the endpoint answered (a caller mistake is an answer too)
     FAILING = "failing"  # the endpoint did not answer usefully
     SILENT = "silent"  # says nothing about the endpoint: cancelled, throttled, refused by the breaker itself
-
-
-BACKPRESSURE_STATUSES = frozenset({402, 429})
 
 
 def verdict(error: BaseException | None) -> Verdict:

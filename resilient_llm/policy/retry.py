@@ -28,6 +28,18 @@ def is_retryable(error: BaseException) -> bool:
     return error.status in TRANSIENT_STATUSES or error.status >= 500
 
 
+BACKPRESSURE_STATUSES = frozenset({402, 429})
+
+
+def is_backpressure(error: BaseException) -> bool:
+    """The endpoint is up and asks us to slow down (429, or 402 in-flight budget): obeyed, not a failure.
+
+    Such attempts do not use up ``num_retries`` (a rate-limited judge call should wait, not turn into a neutral
+    reward); the deadline still bounds them.
+    """
+    return isinstance(error, ErrorResponse) and error.status in BACKPRESSURE_STATUSES and is_retryable(error)
+
+
 def is_caller_mistake(error: BaseException) -> bool:
     """A failure only the caller can fix (bad request, bad key, unknown model)."""
     return isinstance(error, ErrorResponse) and error.status in CALLER_MISTAKE_STATUSES

@@ -1,0 +1,53 @@
+"""``resilient-llm``: bench (the side-by-side benchmark) and stats (a reader for our JSON logs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from resilient_llm import bench
+
+    return bench.main(args)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from resilient_llm import stats
+
+    try:
+        report = stats.summarize(args.logs, args.window)
+    except OSError as exc:
+        print(f"resilient-llm stats: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else stats.render_text(report))
+    if args.png:
+        stats.plot(report, args.png)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="resilient-llm", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    from resilient_llm import bench
+
+    bench_parser = commands.add_parser("bench", help="LiteLLM vs resilient_llm vs bare httpx on a local fault server")
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(func=_bench)
+    stats_parser = commands.add_parser("stats", help="summarise structured JSON logs")
+    stats_parser.add_argument("logs", nargs="+", help="JSON-lines log files")
+    stats_parser.add_argument("--window", type=float, default=None, help="also group by windows of this many seconds")
+    stats_parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    stats_parser.add_argument("--png", default=None, help="write an outcome chart to this PNG file")
+    stats_parser.set_defaults(func=_stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The command line: stats on a fixture log, and the bench as a smoke run whose every call is accounted for."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from resilient_llm import stats
+from resilient_llm.cli import main
+
+FIXTURE = Path(__file__).parent / "fixtures" / "mixed.log"
+
+
+def test_stats_counts_known_lines_and_skips_the_rest() -> None:
+    """Outcome mix, success rate, latency, attempts, tokens, cost, trips, judge share; bad lines counted."""
+    report = stats.summarize([str(FIXTURE)])
+    total = report["total"]
+    assert total["calls"] == 6
+    assert total["outcomes"] == {"ok": 2, "cached": 1, "fallback": 1, "neutral": 1, "error": 1}
+    assert total["success_pct"] == pytest.approx(4 / 6 * 100)
+    assert total["neutral_share"] == pytest.approx(1 / 6)
+    assert total["latency_ms"] == {"p50": 50.0, "p95": 900.0, "p99": 900.0, "max": 900.0}
+    assert total["attempts_max"] == 7
+    assert (total["prompt_tokens"], total["completion_tokens"]) == (40, 20)
+    assert total["cost"] == pytest.approx(0.003)
+    assert report["breaker_trips"] == 1
+    assert report["judge"]["neutral_share"] == 0.25
+    assert report["skipped_lines"] == {"malformed": 3, "foreign": 1}
+    groups = {(g["model"], g["route"]): g["calls"] for g in report["by_model_route"]}
+    assert groups[("openai/gpt-4o-mini", "openrouter")] == 2
+    assert groups[("anthropic/claude-3.5-haiku", "openrouter")] == 1
+
+
+def test_stats_windows_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--window groups by time; --json prints the report; --png writes a chart; text output never crashes."""
+    png = tmp_path / "outcomes.png"
+    assert main(["stats", str(FIXTURE), "--window", "60", "--json", "--png", str(png)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [w["calls"] for w in report["windows"]] == [3, 2, 1]
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert main(["stats", str(FIXTURE)]) == 0
+    assert "skipped lines: 3 malformed, 1 foreign" in capsys.readouterr().out
+
+
+def test_stats_on_a_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing log file is reported, not a traceback."""
+    assert main(["stats", "/nonexistent/calls.jsonl"]) == 2
+    assert "cannot read /nonexistent/calls.jsonl" in capsys.readouterr().err
+
+
+def test_bench_quick_smoke_accounts_for_every_call(tmp_path: Path) -> None:
+    """The quick bench on one profile writes a result file in which every call is accounted for."""
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True")
+    done = subprocess.run(
+        [sys.executable, "-m", "resilient_llm.cli", "bench", "--quick", "--profiles", "flaky", "--calls", "24"]
+        + ["--out", str(tmp_path), "--no-plots"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    cells = report["cells"]
+    assert {(c["client"], c["pattern"]) for c in cells} == {("litellm", "gather"), ("resilient_llm", "gather")}
+    for cell in cells:
+        assert cell["calls"] == 24
+        assert cell["accounted"] is True
+        assert cell["real_answers"] + cell["neutral_or_fallback"] + cell["exceptions"] == 24
+        assert set(cell["latency_ms"]) == {"p50", "p95", "p99", "max"}
+        assert cell["server"]["requests"] >= 24
+    ours = next(c for c in cells if c["client"] == "resilient_llm")
+    assert ours["exceptions"] == 0
+    assert ours["retry_after_violations"] == 0
+    assert "sk-" not in (tmp_path / "bench.json").read_text().replace("sk-bench-local-not-a-secret", "")
+    assert (tmp_path / "bench.calls.jsonl").exists()
+
+
+def test_bench_rejects_unknown_profiles(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad --profiles value names the accepted ones."""
+    with pytest.raises(SystemExit, match="clean, flaky, ratelimit, outage"):
+        main(["bench", "--profiles", "stormy", "--no-plots"])
