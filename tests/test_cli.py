@@ -56,9 +56,9 @@ def test_stats_on_a_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[
 def test_bench_quick_smoke_accounts_for_every_call(tmp_path: Path) -> None:
     """The quick bench on one profile writes a result file in which every call is accounted for."""
     env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True")
+    argv = ["bench", "--quick", "--profiles", "flaky", "--calls", "24", "--out", str(tmp_path), "--no-plots"]
     done = subprocess.run(
-        [sys.executable, "-m", "resilient_llm.cli", "bench", "--quick", "--profiles", "flaky", "--calls", "24"]
-        + ["--out", str(tmp_path), "--no-plots"],
+        [sys.executable, "-m", "resilient_llm.cli", *argv],
         env=env,
         capture_output=True,
         text=True,
