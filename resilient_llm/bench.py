@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -28,13 +29,13 @@ from resilient_llm.stats import percentiles
 
 MODEL = "openai/gpt-4o-mini"
 LOCAL_KEY = "sk-bench-local-not-a-secret"
-CLIENTS = ("litellm", "resilient_llm", "httpx")
+CLIENTS = ("litellm", "resilient_llm", "resilient_llm+fallback", "httpx")
 PATTERNS = ("gather", "trainer")
 CALLS_PER_ROLLOUT = 4
 CLIENT_TIMEOUT_S = 3.0  # per attempt, both clients: a "hang" fault costs this much
 RETRY_AFTER_S = 0.5
 # The outage profile's calls are spread over this long, to cover its window and the recovery after it.
-OUTAGE_SPAN_S, QUICK_OUTAGE_SPAN_S = 16.0, 5.0
+OUTAGE_SPAN_S, QUICK_OUTAGE_SPAN_S = 10.0, 5.0
 
 CallFn = Callable[[str], Awaitable[str]]
 
@@ -67,10 +68,13 @@ def make_call(client: str, url: str, key: str) -> tuple[CallFn, Callable[[], Awa
 
 
 @contextmanager
-def client_environment(client: str, url: str, key: str, log_file: Path) -> Iterator[None]:
-    """The env flags a user sets: USE_OPENROUTER_DIRECT on for us, off for LiteLLM; everything else default."""
+def client_environment(
+    client: str, url: str, key: str, log_file: Path, other_provider: str | None = None
+) -> Iterator[None]:
+    """The env flags a user sets: USE_OPENROUTER_DIRECT on for us, off for LiteLLM; everything else default, but
+    ``resilient_llm+fallback`` also names another provider for its LiteLLM fallback route."""
     values = {
-        "USE_OPENROUTER_DIRECT": "true" if client == "resilient_llm" else "false",
+        "USE_OPENROUTER_DIRECT": "true" if client.startswith("resilient_llm") else "false",
         "OPENAI_API_KEY": key,
         "OPENAI_API_BASE": url,
         "LITELLM_DEFAULT_TIMEOUT": str(CLIENT_TIMEOUT_S),
@@ -78,6 +82,12 @@ def client_environment(client: str, url: str, key: str, log_file: Path) -> Itera
         "RESILIENT_LLM_LOG_FILE": str(log_file),
         "RESILIENT_LLM_CACHE": "off",  # measure the network path, not the cache
     }
+    if other_provider is not None:
+        values |= {
+            "RESILIENT_LLM_FALLBACK_MODEL": MODEL,
+            "RESILIENT_LLM_FALLBACK_BASE_URL": other_provider,
+            "FALLBACK_API_KEY": key,
+        }
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     engine_module.shutdown()
@@ -177,8 +187,8 @@ def measure(
     tally = Tally(advance)
     tag = f"seed{args.seed} {profile} {client} {pattern}"
 
-    def run(url: str, key: str) -> tuple[float, float]:
-        with client_environment(client, url, key, log_file):
+    def run(url: str, key: str, other_provider: str | None = None) -> tuple[float, float]:
+        with client_environment(client, url, key, log_file, other_provider):
             cpu = time.process_time()
             wall = run_cell(client, pattern, url, key, args.calls, args.concurrency, pace, tag, live, tally)
             return wall, time.process_time() - cpu
@@ -190,8 +200,12 @@ def measure(
         server = RemoteFaultServer(
             profile, seed=args.seed, latency_s=args.latency, retry_after_s=RETRY_AFTER_S, hang_s=30
         )
-        with server as srv:
-            wall, cpu = run(srv.url, LOCAL_KEY)
+        with contextlib.ExitStack() as stack:
+            srv = stack.enter_context(server)
+            other = None
+            if client == "resilient_llm+fallback":
+                other = stack.enter_context(RemoteFaultServer("clean", latency_s=args.latency)).url
+            wall, cpu = run(srv.url, LOCAL_KEY, other)
             server_stats = srv.stats()
     latency = percentiles([x * 1e3 for x in tally.latencies])
     return {
@@ -200,7 +214,7 @@ def measure(
         "pattern": pattern,
         "calls": args.calls,
         "real_answers": tally.real,
-        "neutral_or_fallback": tally.other,
+        "neutral": tally.other,
         "exceptions": tally.exceptions,
         "exception_kinds": tally.exception_kinds,
         "accounted": tally.real + tally.other + tally.exceptions == args.calls,
@@ -222,6 +236,10 @@ def cells(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         for client in args.clients:
             if client == "httpx" and profile != "clean" and args.base_url is None:
                 continue  # the bare client is the ceiling on clean; it has no answer to faults
+            if client == "resilient_llm+fallback":
+                if profile == "outage" and args.base_url is None:  # where a second provider makes a difference
+                    out.append((profile, client, args.patterns[0]))
+                continue
             out += [(profile, client, pattern) for pattern in args.patterns]
     return out
 
@@ -234,7 +252,7 @@ def render_table(rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
     table = Table(title="resilient-llm bench", show_lines=False)
-    for name in ("profile", "client", "pattern", "calls", "real", "neutral/fb", "exceptions", "success %"):
+    for name in ("profile", "client", "pattern", "calls", "real", "neutral", "exceptions", "success %"):
         table.add_column(name, justify="right" if name not in ("profile", "client", "pattern") else "left")
     for name in ("p50 ms", "p95 ms", "p99 ms", "max ms", "calls/s", "req/call", "RA viol.", "cpu ms/call"):
         table.add_column(name, justify="right")
@@ -246,7 +264,7 @@ def render_table(rows: list[dict[str, Any]]) -> Any:
             r["pattern"],
             str(r["calls"]),
             str(r["real_answers"]),
-            str(r["neutral_or_fallback"]),
+            str(r["neutral"]),
             str(r["exceptions"]),
             f"{r['success_pct']:.1f}",
             _ms(lat["p50"]),
@@ -262,18 +280,21 @@ def render_table(rows: list[dict[str, Any]]) -> Any:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = "| profile | client | pattern | real | neutral/fallback | exceptions | success % | p50 ms | p99 ms | "
+    head = "| profile | client | pattern | real | neutral | exceptions | success % | p50 ms | p99 ms | "
     head += "calls/s | requests/call | Retry-After violations |"
     lines = [head, "|" + " --- |" * 12]
     for r in rows:
         lat = r["latency_ms"]
         rpc = "-" if r["server_requests_per_call"] is None else f"{r['server_requests_per_call']:.2f}"
         lines.append(
-            f"| {r['profile']} | {r['client']} | {r['pattern']} | {r['real_answers']} | {r['neutral_or_fallback']} | "
+            f"| {r['profile']} | {r['client']} | {r['pattern']} | {r['real_answers']} | {r['neutral']} | "
             f"{r['exceptions']} | {r['success_pct']:.1f} | {_ms(lat['p50'])} | {_ms(lat['p99'])} | "
             f"{r['throughput_per_s']:.1f} | {rpc} | {r['retry_after_violations']} |"
         )
     return "\n".join(lines)
+
+
+_COLORS = {"resilient_llm": "C0", "litellm": "C1"}
 
 
 def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
@@ -308,7 +329,10 @@ def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     ax.bar(
         range(len(rows)),
         [r["success_pct"] for r in rows],
-        color=["C0" if r["client"] == "resilient_llm" else "C1" if r["client"] == "litellm" else "C2" for r in rows],
+        color=[
+            "C0" if r["client"].startswith("resilient_llm") else "C1" if r["client"] == "litellm" else "C2"
+            for r in rows
+        ],
     )
     ax.set_xticks(range(len(rows)), labels, fontsize=6)
     ax.set_ylabel("real answers, %")
@@ -325,7 +349,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated: " + ", ".join(PROFILES))
     parser.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated: " + ", ".join(CLIENTS))
     parser.add_argument("--patterns", default=",".join(PATTERNS), help="comma-separated: " + ", ".join(PATTERNS))
-    parser.add_argument("--calls", type=int, default=None, help="calls per cell (default 240, --quick 40)")
+    parser.add_argument("--calls", type=int, default=None, help="calls per cell (default 160, --quick 40)")
     parser.add_argument("--concurrency", type=int, default=32, help="calls in flight from the caller's side")
     parser.add_argument("--latency", type=float, default=0.05, help="local server latency per answer, seconds")
     parser.add_argument("--seed", type=int, default=0)
@@ -352,7 +376,7 @@ def main(args: argparse.Namespace) -> int:
     args.patterns = parse_list(args.patterns, PATTERNS, "--patterns")
     if args.quick and args.patterns == list(PATTERNS):
         args.patterns = ["gather"]  # the smoke run: one pattern, fewer calls
-    args.calls = args.calls or (40 if args.quick else 240)
+    args.calls = args.calls or (40 if args.quick else 160)
     if args.base_url and not os.environ.get("OPENAI_API_KEY"):
         raise SystemExit("--base-url needs the endpoint's key in OPENAI_API_KEY")
     out = Path(args.out)

@@ -61,8 +61,8 @@ class Settings:
     connect_timeout: float = 10.0
     num_retries: int = 5
     deadline: float = 900.0
-    backoff_base: float = 1.0
-    backoff_max: float = 30.0
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
     retry_after_max: float = 120.0
     ignore_proxy: bool = False
     http_referer: str | None = None
@@ -114,8 +114,8 @@ class Settings:
             connect_timeout=_parse(env, PREFIX + "CONNECT_TIMEOUT", 10.0, _seconds, "a number of seconds > 0"),
             num_retries=_parse(env, PREFIX + "NUM_RETRIES", 5, _int_in(0, 100), "an integer 0..100"),
             deadline=_parse(env, PREFIX + "DEADLINE", 900.0, _seconds, "a number of seconds > 0"),
-            backoff_base=_parse(env, PREFIX + "BACKOFF_BASE", 1.0, _seconds, "a number of seconds > 0"),
-            backoff_max=_parse(env, PREFIX + "BACKOFF_MAX", 30.0, _seconds, "a number of seconds > 0"),
+            backoff_base=_parse(env, PREFIX + "BACKOFF_BASE", 0.5, _seconds, "a number of seconds > 0"),
+            backoff_max=_parse(env, PREFIX + "BACKOFF_MAX", 8.0, _seconds, "a number of seconds > 0"),
             retry_after_max=_parse(env, PREFIX + "RETRY_AFTER_MAX", 120.0, _seconds, "a number of seconds > 0"),
             ignore_proxy=_parse(env, PREFIX + "IGNORE_PROXY", False, _bool, "true or false"),
             http_referer=env.get(PREFIX + "HTTP_REFERER") or None,

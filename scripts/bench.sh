@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
-# The main job: the side-by-side benchmark against an embedded local server (no API key, no network).
+# The main job: LiteLLM vs resilient_llm vs bare httpx on the embedded fault server (no API key, no network).
+# Extra arguments go to `resilient-llm bench` (--quick, --profiles, --calls, --concurrency, --seed, --base-url).
 source "$(dirname "$0")/_venv.sh"
-python -m benchmarks.engine_overhead "$@"
+resilient-llm bench "$@"

@@ -71,7 +71,7 @@ def test_bench_quick_smoke_accounts_for_every_call(tmp_path: Path) -> None:
     for cell in cells:
         assert cell["calls"] == 24
         assert cell["accounted"] is True
-        assert cell["real_answers"] + cell["neutral_or_fallback"] + cell["exceptions"] == 24
+        assert cell["real_answers"] + cell["neutral"] + cell["exceptions"] == 24
         assert set(cell["latency_ms"]) == {"p50", "p95", "p99", "max"}
         assert cell["server"]["requests"] >= 24
     ours = next(c for c in cells if c["client"] == "resilient_llm")
