@@ -59,7 +59,7 @@ def make_call(client: str, url: str, key: str) -> tuple[CallFn, Callable[[], Awa
             return str(response.json()["choices"][0]["message"]["content"])
 
         return bare, http.aclose
-    from open_instruct.search_rewards.utils.run_utils import run_litellm_async
+    from resilient_llm.dropin.run_utils import run_litellm_async
 
     async def trainer_call(prompt: str) -> str:
         return await run_litellm_async(MODEL, prompt, "You are a judge.")

@@ -1,4 +1,4 @@
-"""``resilient-llm``: bench (the side-by-side benchmark) and stats (a reader for our JSON logs)."""
+"""``resilient-llm``: bench (the side-by-side benchmark), stats (a reader for our JSON logs), install (the drop-in)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,19 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _install(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from resilient_llm.install import InstallError, install, revert
+
+    try:
+        print((revert if args.revert else install)(Path(args.path)))
+    except InstallError as exc:
+        print(f"resilient-llm install: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resilient-llm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats_parser.add_argument("--json", action="store_true", help="print the report as JSON")
     stats_parser.add_argument("--png", default=None, help="write an outcome chart to this PNG file")
     stats_parser.set_defaults(func=_stats)
+    install_parser = commands.add_parser("install", help="put the drop-in into a DR Tulu checkout (or take it out)")
+    install_parser.add_argument("path", help="the checkout (the folder holding open_instruct/)")
+    install_parser.add_argument("--revert", action="store_true", help="restore the original files byte for byte")
+    install_parser.set_defaults(func=_install)
     return parser
 
 

@@ -1,0 +1,89 @@
+"""Direct OpenRouter calls for the trainer, through resilient_llm's process-wide engine.
+
+Takes the trainer's calling convention (LiteLLM-style keyword arguments) and returns the answer text, or the
+configured neutral text (default ``""``) when nothing could answer. It never raises into training, except a
+``resilient_llm.ConfigError`` on the first call when the configuration itself is wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import resilient_llm
+from resilient_llm.types import ChatOptions
+
+__all__ = ["call_openrouter", "call_openrouter_async"]
+
+LOGGER = logging.getLogger("open_instruct.search_rewards.utils.openrouter_replacement")
+
+_SAMPLING = ("temperature", "max_tokens", "top_p", "frequency_penalty", "presence_penalty")
+# LiteLLM's own routing and client knobs: meaningless for a direct call, so not sent to the provider.
+_LITELLM_ONLY = frozenset(
+    {"fallbacks", "api_base", "base_url", "api_key", "api_version", "custom_llm_provider", "metadata", "caching"}
+    | {"drop_params", "mock_response", "num_retries", "timeout", "request_timeout", "max_retries"}
+)
+
+
+def _options(
+    system_prompt: str | None,
+    user_prompt: str | None,
+    messages: Sequence[Mapping[str, Any]] | None,
+    timeout: float | None,
+    num_retries: int | None,
+    chat_kwargs: Mapping[str, Any],
+) -> tuple[Sequence[Mapping[str, Any]] | None, ChatOptions]:
+    options: ChatOptions = {"raise_caller_errors": False, "timeout": timeout, "num_retries": num_retries}
+    if messages is None:
+        options["system"] = system_prompt
+        options["user"] = user_prompt
+    for name in _SAMPLING:
+        if chat_kwargs.get(name) is not None:
+            options[name] = chat_kwargs[name]  # type: ignore[literal-required]
+    extra = {k: v for k, v in chat_kwargs.items() if k not in _SAMPLING and k not in _LITELLM_ONLY}
+    if extra:
+        options["extra_body"] = extra
+    return messages, options
+
+
+def call_openrouter(
+    model_name: str,
+    user_prompt: str | None = None,
+    system_prompt: str | None = None,
+    messages: Sequence[Mapping[str, Any]] | None = None,
+    timeout: float | None = None,
+    num_retries: int | None = None,
+    **chat_kwargs: Any,
+) -> str:
+    """Blocking call; the answer text, or the neutral text."""
+    chat, options = _options(system_prompt, user_prompt, messages, timeout, num_retries, chat_kwargs)
+    engine = resilient_llm.default_engine()  # a ConfigError here is a start-up failure: let it stop the run
+    try:
+        return engine.complete(model_name, chat, **options).text
+    except resilient_llm.ConfigError:
+        raise
+    except Exception:
+        LOGGER.exception("resilient_llm call failed unexpectedly; returning the neutral text")
+        return engine.settings.neutral_text
+
+
+async def call_openrouter_async(
+    model_name: str,
+    user_prompt: str | None = None,
+    system_prompt: str | None = None,
+    messages: Sequence[Mapping[str, Any]] | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109  (the trainer's per-call timeout, passed to the engine)
+    num_retries: int | None = None,
+    **chat_kwargs: Any,
+) -> str:
+    """Awaitable call from any event loop; the answer text, or the neutral text."""
+    chat, options = _options(system_prompt, user_prompt, messages, timeout, num_retries, chat_kwargs)
+    engine = resilient_llm.default_engine()
+    try:
+        return (await engine.acomplete(model_name, chat, **options)).text
+    except resilient_llm.ConfigError:
+        raise
+    except Exception:
+        LOGGER.exception("resilient_llm call failed unexpectedly; returning the neutral text")
+        return engine.settings.neutral_text

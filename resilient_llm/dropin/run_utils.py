@@ -1,0 +1,189 @@
+"""The trainer's ``run_utils`` helpers, switchable at call time between LiteLLM / the OpenAI SDK (as before) and
+resilient_llm.
+
+``USE_OPENROUTER_DIRECT=true`` routes every LLM-calling function through resilient_llm's engine (retries, a
+process-wide concurrency limit, breaker, cache, structured logs); unset or false keeps the original path, and the
+engine is never started. ``run_litellm`` / ``run_litellm_async`` never raise into training: a failed call returns
+``""`` (on the direct path, the configured neutral text).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from resilient_llm.judge import extract_json_object
+from resilient_llm.settings import parse_bool
+
+__all__ = [
+    "extract_json_from_response",
+    "load_jsonlines",
+    "run_azure_openai",
+    "run_chatopenai",
+    "run_litellm",
+    "run_litellm_async",
+    "save_file_jsonl",
+    "use_openrouter_direct",
+]
+
+LOGGER = logging.getLogger("open_instruct.search_rewards.utils.run_utils")
+
+SYNC_MAX_TOKENS = 800
+ASYNC_MAX_TOKENS = 16384
+NUM_RETRIES = 5
+SYNC_FALLBACKS = ("gpt-4.1-mini",)
+
+
+def use_openrouter_direct() -> bool:
+    """Read ``USE_OPENROUTER_DIRECT`` now (true/false); a bad value raises ConfigError naming it."""
+    return parse_bool("USE_OPENROUTER_DIRECT", os.environ.get("USE_OPENROUTER_DIRECT"), default=False)
+
+
+def _litellm_timeout() -> float:
+    return float(os.environ.get("LITELLM_DEFAULT_TIMEOUT", "600"))
+
+
+def _chat_defaults(chat_kwargs: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    return {
+        "temperature": 0,
+        "top_p": 1.0,
+        "frequency_penalty": 0.0,
+        "presence_penalty": 0.0,
+        "max_tokens": max_tokens,
+        **chat_kwargs,
+    }
+
+
+def _messages(system_prompt: str | None, user_prompt: str | None) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+    messages.append({"role": "user", "content": user_prompt})
+    return messages
+
+
+def run_litellm(model_name: str, user_prompt: str, system_prompt: str | None = None, **chat_kwargs: Any) -> str:
+    """One chat completion, blocking; the answer text, or ``""`` when nothing answered."""
+    kwargs = _chat_defaults(chat_kwargs, SYNC_MAX_TOKENS)
+    if use_openrouter_direct():
+        from resilient_llm.dropin.openrouter_replacement import call_openrouter
+
+        return call_openrouter(model_name, user_prompt, system_prompt, **kwargs)
+    import litellm
+
+    kwargs.setdefault("num_retries", NUM_RETRIES)
+    kwargs.setdefault("timeout", _litellm_timeout())
+    kwargs.setdefault("fallbacks", list(SYNC_FALLBACKS))
+    try:
+        response = litellm.completion(model=model_name, messages=_messages(system_prompt, user_prompt), **kwargs)
+        return response.choices[0].message.content or ""
+    except Exception as exc:
+        LOGGER.warning("run_litellm(%s) failed: %s", model_name, exc)
+        return ""
+
+
+async def run_litellm_async(
+    model_name: str,
+    user_prompt: str | None = None,
+    system_prompt: str | None = None,
+    messages: Sequence[Mapping[str, Any]] | None = None,
+    **chat_kwargs: Any,
+) -> str:
+    """One chat completion, awaitable; ``messages``, when given, replaces the prompts. ``""`` when nothing answered."""
+    kwargs = _chat_defaults(chat_kwargs, ASYNC_MAX_TOKENS)
+    if use_openrouter_direct():
+        from resilient_llm.dropin.openrouter_replacement import call_openrouter_async
+
+        return await call_openrouter_async(model_name, user_prompt, system_prompt, messages, **kwargs)
+    import litellm
+
+    kwargs.setdefault("num_retries", NUM_RETRIES)
+    kwargs.setdefault("timeout", _litellm_timeout())
+    chat = list(messages) if messages is not None else _messages(system_prompt, user_prompt)
+    try:
+        response = await litellm.acompletion(model=model_name, messages=chat, **kwargs)
+        return response.choices[0].message.content or ""
+    except Exception as exc:
+        LOGGER.warning("run_litellm_async(%s) failed: %s", model_name, exc)
+        return ""
+
+
+def extract_json_from_response(response: str) -> dict[str, Any] | None:
+    """The first JSON object in a model's reply (code fences, prose and doubled braces tolerated), or None."""
+    return extract_json_object(response)
+
+
+def _chat(system_prompt: str | None, user_prompt: str) -> list[dict[str, Any]]:
+    return _messages(system_prompt, user_prompt)
+
+
+def run_chatopenai(
+    model_name: str, system_prompt: str | None, user_prompt: str, json_mode: bool = False, **chat_kwargs: Any
+) -> str:
+    """One chat completion; ``json_mode`` asks for a JSON object. On the LiteLLM path errors raise, as before."""
+    chat_kwargs["temperature"] = chat_kwargs.get("temperature", 0)
+    if json_mode:
+        chat_kwargs["response_format"] = {"type": "json_object"}
+    if use_openrouter_direct():
+        from resilient_llm.dropin.openrouter_replacement import call_openrouter
+
+        return call_openrouter(model_name, user_prompt, system_prompt, **chat_kwargs)
+    import litellm
+
+    response = litellm.completion(model=model_name, messages=_chat(system_prompt, user_prompt), **chat_kwargs)
+    return str(response.choices[0].message.content)
+
+
+def run_azure_openai(
+    model_name: str,
+    system_prompt: str | None,
+    user_prompt: str,
+    endpoint: str | None = None,
+    deployment: str | None = None,
+    api_version: str = "2024-12-01-preview",
+    **chat_kwargs: Any,
+) -> str:
+    """Azure OpenAI through the OpenAI SDK (``AZURE_OPENAI_API_KEY``, ``AZURE_OPENAI_ENDPOINT``); on the direct path,
+    the same call goes to the engine with ``model_name`` as the model."""
+    chat_kwargs = {
+        "temperature": 0,
+        "max_completion_tokens": SYNC_MAX_TOKENS,
+        "top_p": 1.0,
+        "frequency_penalty": 0.0,
+        "presence_penalty": 0.0,
+        **chat_kwargs,
+    }
+    if use_openrouter_direct():
+        from resilient_llm.dropin.openrouter_replacement import call_openrouter
+
+        chat_kwargs["max_tokens"] = chat_kwargs.pop("max_completion_tokens")
+        return call_openrouter(model_name, user_prompt, system_prompt, **chat_kwargs)
+    api_key = os.environ.get("AZURE_OPENAI_API_KEY")
+    if not api_key:
+        raise ValueError("AZURE_OPENAI_API_KEY environment variable is required")
+    endpoint = endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
+    if not endpoint:
+        raise ValueError("Azure OpenAI endpoint must be provided or set in AZURE_OPENAI_ENDPOINT environment variable")
+    from openai import AzureOpenAI
+
+    client = AzureOpenAI(api_version=api_version, azure_endpoint=endpoint, api_key=api_key)
+    response = client.chat.completions.create(
+        messages=_chat(system_prompt, user_prompt),  # type: ignore[arg-type]
+        model=deployment or model_name,
+        **chat_kwargs,
+    )
+    return str(response.choices[0].message.content)
+
+
+def load_jsonlines(file: str) -> list[Any]:
+    """Every JSON value of a JSON-lines file, in order."""
+    with open(file, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def save_file_jsonl(data: Any, fp: str) -> None:
+    """Write each item of ``data`` as one JSON line (the file is replaced)."""
+    with open(fp, "w", encoding="utf-8") as handle:
+        for item in data:
+            handle.write(json.dumps(item) + "\n")
