@@ -385,6 +385,10 @@ def _answer(body: bytes) -> dict[str, Any]:
     except (ValueError, AttributeError, TypeError):
         model, prompt_chars = "unknown", 0
     content = json.dumps({"score": int(digest[:8], 16) % 3, "id": digest[:12]})
+    if b"positive_rubrics" in body:  # a rubric-generation prompt gets the shape it asks for
+        content = json.dumps(
+            {"positive_rubrics": [f"covers {digest[:6]}"], "negative_rubrics": [f"omits {digest[6:12]}"]}
+        )
     prompt_tokens, completion_tokens = max(1, prompt_chars // 4), 12
     return {
         "id": f"gen-{digest[:16]}",

@@ -90,6 +90,7 @@ class Settings:
     fallback_api_key: Secret = dataclasses.field(default_factory=lambda: Secret(""))
     fallback_retries: int = 1
     neutral_score: float = 0.5
+    judge_neutral_text: str | None = None
 
     @property
     def targets_openrouter(self) -> bool:
@@ -155,7 +156,19 @@ class Settings:
             fallback_api_key=Secret(env.get(env.get(PREFIX + "FALLBACK_KEY_VAR") or "FALLBACK_API_KEY", "")),
             fallback_retries=_parse(env, PREFIX + "FALLBACK_RETRIES", 1, _int_in(0, 10), "an integer 0..10"),
             neutral_score=_parse(env, PREFIX + "NEUTRAL_SCORE", 0.5, _unit_interval, "a number from 0 to 1"),
+            judge_neutral_text=env.get(PREFIX + "JUDGE_NEUTRAL_TEXT") or None,
         )
+        if settings.judge_neutral_text is not None:
+            if not settings.judge_model:
+                raise ConfigError(
+                    f"{PREFIX}JUDGE_NEUTRAL_TEXT is set but RUBRIC_JUDGE_MODEL is not: it applies to judge calls, "
+                    "which are told apart by that model name"
+                )
+            if settings.judge_model == settings.generation_model:
+                raise ConfigError(
+                    f"{PREFIX}JUDGE_NEUTRAL_TEXT needs RUBRIC_JUDGE_MODEL and RUBRIC_GENERATION_MODEL to differ "
+                    f"(both are {settings.judge_model!r}): judge calls are told apart by their model name"
+                )
         if PREFIX + "FALLBACK" in env and "litellm" in settings.fallback and not settings.fallback_model:
             raise ConfigError(
                 f"{PREFIX}FALLBACK={env[PREFIX + 'FALLBACK']!r} names litellm but {PREFIX}FALLBACK_MODEL is not set: "

@@ -101,7 +101,7 @@ def summarize(paths: Iterable[str], window_s: float | None = None) -> dict[str, 
     groups: dict[tuple[str, str], Group] = collections.defaultdict(Group)
     windows: dict[int, Group] = collections.defaultdict(Group)
     skipped = collections.Counter({"malformed": 0, "foreign": 0})
-    trips = 0
+    trips = substitutions = 0
     judge: dict[str, Any] = {}
     first_ts: float | None = None
     for line in read_lines(paths):
@@ -111,6 +111,8 @@ def summarize(paths: Iterable[str], window_s: float | None = None) -> dict[str, 
         event = line.get("event")
         if event == "breaker_state_change" and line.get("to_state") == "open":
             trips += 1
+        elif event == "judge_neutral_text":
+            substitutions += 1
         elif event == "judge_score":
             judge = {k: line.get(k) for k in ("judge_calls", "judge_real", "judge_neutral", "neutral_share")}
         if event != "llm_call":
@@ -133,6 +135,7 @@ def summarize(paths: Iterable[str], window_s: float | None = None) -> dict[str, 
         ],
         "breaker_trips": trips,
         "judge": judge or None,
+        "judge_neutral_texts": substitutions,
         "skipped_lines": dict(skipped),
     }
     if window_s:
@@ -168,6 +171,8 @@ def render_text(report: dict[str, Any]) -> str:
             f"judge: {j['judge_calls']} calls, {j['judge_real']} real, {j['judge_neutral']} neutral "
             f"(neutral share {j['neutral_share']})"
         )
+    if report["judge_neutral_texts"]:
+        lines.append(f"judge calls answered with RESILIENT_LLM_JUDGE_NEUTRAL_TEXT: {report['judge_neutral_texts']}")
     skipped = report["skipped_lines"]
     lines.append(f"skipped lines: {skipped['malformed']} malformed, {skipped['foreign']} foreign")
     return "\n".join(lines)

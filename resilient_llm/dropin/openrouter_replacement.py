@@ -47,6 +47,23 @@ def _options(
     return messages, options
 
 
+def _answer_text(engine: resilient_llm.Engine, model: str, result: resilient_llm.ChatResult) -> str:
+    """The text the trainer gets; a judge call that ended neutral gets RESILIENT_LLM_JUDGE_NEUTRAL_TEXT when set.
+
+    That is how DR Tulu's own, unmodified rubric_utils scores a failed judge call as the neutral value (e.g.
+    ``{"score": 1}`` is 0.5 after its division by 2) instead of 0.0. Judge calls are told apart by their model.
+    """
+    settings = engine.settings
+    if (
+        result.outcome is resilient_llm.Outcome.NEUTRAL
+        and settings.judge_neutral_text is not None
+        and settings.check_model(model) == settings.judge_model
+    ):
+        engine.log.warning("judge_neutral_text", model=model, text=settings.judge_neutral_text)
+        return settings.judge_neutral_text
+    return result.text
+
+
 def call_openrouter(
     model_name: str,
     user_prompt: str | None = None,
@@ -60,7 +77,7 @@ def call_openrouter(
     chat, options = _options(system_prompt, user_prompt, messages, timeout, num_retries, chat_kwargs)
     engine = resilient_llm.default_engine()  # a ConfigError here is a start-up failure: let it stop the run
     try:
-        return engine.complete(model_name, chat, **options).text
+        return _answer_text(engine, model_name, engine.complete(model_name, chat, **options))
     except resilient_llm.ConfigError:
         raise
     except Exception:
@@ -81,7 +98,7 @@ async def call_openrouter_async(
     chat, options = _options(system_prompt, user_prompt, messages, timeout, num_retries, chat_kwargs)
     engine = resilient_llm.default_engine()
     try:
-        return (await engine.acomplete(model_name, chat, **options)).text
+        return _answer_text(engine, model_name, await engine.acomplete(model_name, chat, **options))
     except resilient_llm.ConfigError:
         raise
     except Exception:
