@@ -317,7 +317,7 @@ def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.set_xscale("log")
         ax.set_title(f"{profile}: latency CDF")
         ax.set_xlabel("ms (log)")
-        ax.set_ylabel("share of calls answered")
+        ax.set_ylabel("share of calls returned")
         ax.legend(fontsize=7)
     figure.tight_layout()
     written.append(out_dir / "bench_latency_cdf.png")

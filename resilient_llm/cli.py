@@ -1,4 +1,4 @@
-"""``resilient-llm``: bench (the side-by-side benchmark), stats (a reader for our JSON logs), install (the drop-in)."""
+"""``resilient-llm``: bench (the side-by-side benchmark), stats (a reader for our JSON logs), doctor, install."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ def _stats(args: argparse.Namespace) -> int:
     if args.png:
         stats.plot(report, args.png)
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from resilient_llm import doctor
+
+    return doctor.main()
 
 
 def _install(args: argparse.Namespace) -> int:
@@ -54,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats_parser.add_argument("--json", action="store_true", help="print the report as JSON")
     stats_parser.add_argument("--png", default=None, help="write an outcome chart to this PNG file")
     stats_parser.set_defaults(func=_stats)
+    doctor_parser = commands.add_parser("doctor", help="check the configuration, endpoint, models, key and cache")
+    doctor_parser.set_defaults(func=_doctor)
     install_parser = commands.add_parser("install", help="put the drop-in into a DR Tulu checkout (or take it out)")
     install_parser.add_argument("path", help="the checkout (the folder holding open_instruct/)")
     install_parser.add_argument("--revert", action="store_true", help="restore the original files byte for byte")

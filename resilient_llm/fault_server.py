@@ -261,10 +261,13 @@ class FaultServer:
             return _respond(writer, 200, {"reset": True})
         if method == "GET" and path.endswith("/models"):
             return _respond(writer, 200, {"data": [{"id": m} for m in KNOWN_MODELS]})
+        if method == "GET" and path.endswith("/key"):  # OpenRouter's "who am I" endpoint
+            if not self._authorized(headers):
+                return _respond(writer, 401, {"error": {"code": 401, "message": "User not found."}})
+            return _respond(writer, 200, {"data": {"label": "local test key", "limit": None, "usage": 0}})
         if method != "POST" or not path.endswith("/chat/completions"):
             return _respond(writer, 404, {"error": {"code": 404, "message": f"no route {method} {path}"}})
-        auth = headers.get("authorization", "")
-        if not auth.startswith("Bearer ") or (self._api_key is not None and auth != f"Bearer {self._api_key}"):
+        if not self._authorized(headers):
             return _respond(writer, 401, {"error": {"code": 401, "message": "No auth credentials found"}})
         with self._lock:
             c = self._counters
@@ -279,6 +282,10 @@ class FaultServer:
         finally:
             with self._lock:
                 self._counters.in_flight -= 1
+
+    def _authorized(self, headers: Mapping[str, str]) -> bool:
+        auth = headers.get("authorization", "")
+        return auth.startswith("Bearer ") and (self._api_key is None or auth == f"Bearer {self._api_key}")
 
     def _choose(self, body: bytes) -> str:
         digest = hashlib.sha256(body).hexdigest()

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the other scripts: a project virtualenv with every extra, created or refreshed when pyproject.toml changes.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,20 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 
 def call_lines(path: Path) -> list[dict[str, Any]]:
     return [line for line in read_log(path) if line["event"] == "llm_call"]
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory nobody can write into; root ignores permission bits, so it gets the immutable attribute."""
+    directory = tmp_path / "read-only-cache"
+    directory.mkdir()
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        yield directory
+        directory.chmod(0o755)
+        return
+    made = subprocess.run(["chattr", "+i", str(directory)], capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a read-only directory as root here: {made.stderr.strip()}")
+    yield directory
+    subprocess.run(["chattr", "-i", str(directory)], check=True)

@@ -254,23 +254,6 @@ def test_two_processes_share_one_directory(server: FaultServer, tmp_path: Path) 
     assert server.stats()["requests"] == 10
 
 
-@pytest.fixture
-def read_only_dir(tmp_path: Path) -> Iterator[Path]:
-    """A directory nobody can write into; root ignores permission bits, so it gets the immutable attribute."""
-    directory = tmp_path / "read-only-cache"
-    directory.mkdir()
-    if os.geteuid() != 0:
-        directory.chmod(0o555)
-        yield directory
-        directory.chmod(0o755)
-        return
-    made = subprocess.run(["chattr", "+i", str(directory)], capture_output=True, text=True, check=False)
-    if made.returncode != 0:
-        pytest.skip(f"cannot make a read-only directory as root here: {made.stderr.strip()}")
-    yield directory
-    subprocess.run(["chattr", "-i", str(directory)], check=True)
-
-
 def test_read_only_directory_never_fails_a_call(
     server: FaultServer, cached_engine: Callable[..., Engine], read_only_dir: Path, log_path: Path
 ) -> None:

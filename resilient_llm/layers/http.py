@@ -52,6 +52,17 @@ class HTTPHandler:
             raise _convert(exc) from exc
         return parse_response(response.status_code, response.headers, response.content, request)
 
+    async def get_json(self, path: str) -> tuple[int, Any]:
+        """GET ``{base}{path}`` with our headers (for ``doctor``): the status and the JSON body (None if not JSON)."""
+        try:
+            response = await self._client.get(self._settings.base_url + path, headers=self._headers, timeout=10.0)
+        except httpx.HTTPError as exc:
+            raise _convert(exc) from exc
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            return response.status_code, None
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
