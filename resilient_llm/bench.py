@@ -29,7 +29,8 @@ from resilient_llm.stats import percentiles
 
 MODEL = "openai/gpt-4o-mini"
 LOCAL_KEY = "sk-bench-local-not-a-secret"
-CLIENTS = ("litellm", "resilient_llm", "resilient_llm+fallback", "httpx")
+CLIENTS = ("litellm", "resilient_llm", "resilient_llm+fallback", "resilient_llm+hedge", "httpx")
+DEFAULT_PROFILES = ("clean", "flaky", "ratelimit", "outage")  # add "hangs" for hedging on vs off
 PATTERNS = ("gather", "trainer")
 CALLS_PER_ROLLOUT = 4
 CLIENT_TIMEOUT_S = 3.0  # per attempt, both clients: a "hang" fault costs this much
@@ -82,6 +83,8 @@ def client_environment(
         "RESILIENT_LLM_LOG_FILE": str(log_file),
         "RESILIENT_LLM_CACHE": "off",  # measure the network path, not the cache
     }
+    if client == "resilient_llm+hedge":
+        values["RESILIENT_LLM_HEDGE"] = "true"
     if other_provider is not None:
         values |= {
             "RESILIENT_LLM_FALLBACK_MODEL": MODEL,
@@ -240,6 +243,10 @@ def cells(args: argparse.Namespace) -> list[tuple[str, str, str]]:
                 if profile == "outage" and args.base_url is None:  # where a second provider makes a difference
                     out.append((profile, client, args.patterns[0]))
                 continue
+            if client == "resilient_llm+hedge":
+                if profile == "hangs" or args.base_url is not None:  # where stragglers are
+                    out += [(profile, client, pattern) for pattern in args.patterns]
+                continue
             out += [(profile, client, pattern) for pattern in args.patterns]
     return out
 
@@ -346,7 +353,9 @@ def plot(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated: " + ", ".join(PROFILES))
+    parser.add_argument(
+        "--profiles", default=",".join(DEFAULT_PROFILES), help="comma-separated, of: " + ", ".join(PROFILES)
+    )
     parser.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated: " + ", ".join(CLIENTS))
     parser.add_argument("--patterns", default=",".join(PATTERNS), help="comma-separated: " + ", ".join(PATTERNS))
     parser.add_argument("--calls", type=int, default=None, help="calls per cell (default 160, --quick 40)")

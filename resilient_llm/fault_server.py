@@ -87,6 +87,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "ratelimit": Profile({"http_429": 0.6}),
     "outage": Profile(outage=(1.0, 4.0)),
+    "hangs": Profile({"hang": 0.03}),  # otherwise clean: for hedging
 }
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden"}

@@ -91,6 +91,11 @@ class Settings:
     fallback_retries: int = 1
     neutral_score: float = 0.5
     judge_neutral_text: str | None = None
+    hedge: bool = False
+    hedge_quantile: float = 0.98
+    hedge_min_delay: float = 0.25
+    hedge_max_delay: float = 30.0
+    hedge_budget: float = 0.05
 
     @property
     def targets_openrouter(self) -> bool:
@@ -157,6 +162,11 @@ class Settings:
             fallback_retries=_parse(env, PREFIX + "FALLBACK_RETRIES", 1, _int_in(0, 10), "an integer 0..10"),
             neutral_score=_parse(env, PREFIX + "NEUTRAL_SCORE", 0.5, _unit_interval, "a number from 0 to 1"),
             judge_neutral_text=env.get(PREFIX + "JUDGE_NEUTRAL_TEXT") or None,
+            hedge=_parse(env, PREFIX + "HEDGE", False, _bool, "true or false"),
+            hedge_quantile=_parse(env, PREFIX + "HEDGE_QUANTILE", 0.98, _unit_interval, "a number from 0 to 1"),
+            hedge_min_delay=_parse(env, PREFIX + "HEDGE_MIN_DELAY", 0.25, _seconds, "a number of seconds > 0"),
+            hedge_max_delay=_parse(env, PREFIX + "HEDGE_MAX_DELAY", 30.0, _seconds, "a number of seconds > 0"),
+            hedge_budget=_parse(env, PREFIX + "HEDGE_BUDGET", 0.05, _unit_interval, "a number from 0 to 1"),
         )
         if settings.judge_neutral_text is not None:
             if not settings.judge_model:

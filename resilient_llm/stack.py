@@ -11,11 +11,13 @@ import pybreaker
 from resilient_llm.layers.breaker import BreakerHandler
 from resilient_llm.layers.cache import CacheHandler, CacheMode
 from resilient_llm.layers.fallback import FallbackHandler
+from resilient_llm.layers.hedge import HedgeHandler
 from resilient_llm.layers.http import HTTPHandler
 from resilient_llm.layers.limit import LimitHandler
 from resilient_llm.layers.litellm_route import LiteLLMHandler
 from resilient_llm.layers.observe import ObserveHandler
 from resilient_llm.layers.retry import RetryHandler, Sleep
+from resilient_llm.policy.hedge import HedgeBudget
 from resilient_llm.settings import Settings
 from resilient_llm.stores import CacheStore
 from resilient_llm.stores.breaker_state import SharedBreakerStorage
@@ -82,10 +84,21 @@ def build_stack(
     sleep: Sleep | None = None,
     rng: random.Random | None = None,
 ) -> Stack:
-    """observe → cache → fallback(primary: retry → breaker → limit → http; then litellm, neutral), outermost first."""
+    """observe → cache → fallback(primary: retry → breaker → [hedge] → limit → http; then litellm, neutral)."""
     http = HTTPHandler(settings, transport)
     limit = LimitHandler(http, settings.max_concurrent)
-    breaker = make_breaker(settings, limit, "openrouter", settings.base_url, logger)
+    attempt: Handler = limit
+    if settings.hedge:
+        attempt = HedgeHandler(
+            limit,
+            quantile=settings.hedge_quantile,
+            floor_s=settings.hedge_min_delay,
+            cap_s=settings.hedge_max_delay,
+            budget=HedgeBudget(settings.hedge_budget),
+            may_hedge=lambda: breaker.state == "closed" and limit.in_flight < limit.max_concurrent,
+            logger=logger,
+        )
+    breaker = make_breaker(settings, attempt, "openrouter", settings.base_url, logger)
     retry = RetryHandler(breaker, settings, sleep=sleep, rng=rng, interrupt=breaker.opened)
     routes: list[tuple[str, Handler]] = []
     if "litellm" in settings.fallback and settings.fallback_model:
