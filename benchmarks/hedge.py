@@ -1,4 +1,4 @@
-"""Hedging on vs off, same run: 3% of requests hang (otherwise clean, 0.5 s answers), calls at 32 in flight.
+"""Hedging on vs off, same run: 3% of requests hang (otherwise clean, 0.5 s answers), 16 calls in flight (cap 20).
 
     python -m benchmarks.hedge [--calls 2000] [--latency 0.5] [--timeout 3]
 
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--latency", type=float, default=0.5)
     parser.add_argument("--timeout", type=float, default=3.0, help="client timeout per attempt")
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=16, help="calls in flight; below the cap of 20")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"benchmark": "hedge", "settings": vars(args), "variants": {}}

@@ -101,7 +101,7 @@ def summarize(paths: Iterable[str], window_s: float | None = None) -> dict[str, 
     groups: dict[tuple[str, str], Group] = collections.defaultdict(Group)
     windows: dict[int, Group] = collections.defaultdict(Group)
     skipped = collections.Counter({"malformed": 0, "foreign": 0})
-    trips = substitutions = 0
+    trips = substitutions = hedges = hedges_won = 0
     judge: dict[str, Any] = {}
     first_ts: float | None = None
     for line in read_lines(paths):
@@ -113,6 +113,10 @@ def summarize(paths: Iterable[str], window_s: float | None = None) -> dict[str, 
             trips += 1
         elif event == "judge_neutral_text":
             substitutions += 1
+        elif event == "hedge":
+            hedges += 1
+        elif event == "hedge_won":
+            hedges_won += 1
         elif event == "judge_score":
             judge = {k: line.get(k) for k in ("judge_calls", "judge_real", "judge_neutral", "neutral_share")}
         if event != "llm_call":
@@ -136,6 +140,7 @@ def summarize(paths: Iterable[str], window_s: float | None = None) -> dict[str, 
         "breaker_trips": trips,
         "judge": judge or None,
         "judge_neutral_texts": substitutions,
+        "hedges": {"sent": hedges, "won": hedges_won},
         "skipped_lines": dict(skipped),
     }
     if window_s:
@@ -165,6 +170,8 @@ def render_text(report: dict[str, Any]) -> str:
     for window in report.get("windows", []):
         lines.append(row(f"window {window['start']}", window))
     lines.append(f"breaker trips: {report['breaker_trips']}")
+    if report["hedges"]["sent"]:
+        lines.append(f"hedges: {report['hedges']['sent']} sent, {report['hedges']['won']} answered first")
     if report["judge"]:
         j = report["judge"]
         lines.append(

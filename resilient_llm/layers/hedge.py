@@ -54,13 +54,16 @@ class HedgeHandler:
         delay = hedge_delay(self._latencies[request.model], quantile=self._quantile, floor=self._floor, cap=self._cap)
         primary = asyncio.create_task(self._inner.handle(request))
         tasks = {primary}
+        started_at = {primary: started}
         try:
             done, _ = await asyncio.wait(tasks, timeout=delay)
             if not done and self._should_hedge():
-                tasks.add(asyncio.create_task(self._inner.handle(request)))
+                duplicate = asyncio.create_task(self._inner.handle(request))
+                tasks.add(duplicate)
+                started_at[duplicate] = time.monotonic()
                 self.hedges += 1
                 self._log.info("hedge", call_id=request.call_id, model=request.model, threshold_ms=round(delay * 1e3))
-            return await self._first_valid(tasks, primary, request, started)
+            return await self._first_valid(tasks, primary, request, started_at)
         finally:
             for task in tasks:
                 if not task.done():
@@ -79,7 +82,7 @@ class HedgeHandler:
         tasks: set[asyncio.Task[ChatResult]],
         primary: asyncio.Task[ChatResult],
         request: ChatRequest,
-        started: float,
+        started_at: dict[asyncio.Task[ChatResult], float],
     ) -> ChatResult:
         pending = set(tasks)
         error: BaseException | None = None
@@ -88,7 +91,8 @@ class HedgeHandler:
             for task in done:
                 if task.exception() is None:
                     result = task.result()
-                    self._latencies[request.model].append(time.monotonic() - started)
+                    # The winner's own latency: the endpoint's pace, not how long this call waited in all.
+                    self._latencies[request.model].append(time.monotonic() - started_at[task])
                     if task is not primary:
                         self.hedge_wins += 1
                         self._log.info("hedge_won", call_id=request.call_id, model=request.model)
