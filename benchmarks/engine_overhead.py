@@ -162,6 +162,7 @@ def main() -> None:
     os.environ.update(
         OPENAI_API_KEY=KEY,
         OPENROUTER_MAX_CONCURRENT_CALLS=str(args.concurrency),
+        RESILIENT_LLM_CACHE="off",  # measure the network path, not the cache
         RESILIENT_LLM_LOG_FILE=str(log_file),
     )
     scenarios = []

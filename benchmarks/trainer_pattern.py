@@ -88,6 +88,7 @@ def main() -> None:
                 OPENAI_API_KEY="sk-bench-local-not-a-secret",
                 OPENAI_API_BASE=server.url,
                 LITELLM_DEFAULT_TIMEOUT=str(args.timeout),
+                RESILIENT_LLM_CACHE="off",  # measure the network path, not the cache
                 RESILIENT_LLM_LOG_FILE=str(log_file),
             )
             resilient_llm.shutdown()

@@ -95,7 +95,7 @@ def build_stack(
             floor_s=settings.hedge_min_delay,
             cap_s=settings.hedge_max_delay,
             budget=HedgeBudget(settings.hedge_budget),
-            may_hedge=lambda: breaker.state == "closed" and limit.in_flight < limit.max_concurrent,
+            may_hedge=lambda: breaker.local_state == "closed" and limit.in_flight < limit.max_concurrent,
             logger=logger,
         )
     breaker = make_breaker(settings, attempt, "openrouter", settings.base_url, logger)

@@ -47,6 +47,7 @@ class BreakerHandler:
         self._trials = 0
         self._log = logger
         self.opened = asyncio.Event()  # set while open: pending retries stop backing off
+        self.local_state = pybreaker.STATE_CLOSED  # the last transition seen here; reading it never blocks
         self.trips = 0
         self._last_failure = ""
         self._blocking = blocking_storage
@@ -135,6 +136,7 @@ class _Transitions(pybreaker.CircuitBreakerListener):
             reason = "trial failed" if old == pybreaker.STATE_HALF_OPEN else f"{cb.fail_max} consecutive failures"
         else:
             reason = "reset timeout elapsed" if new == pybreaker.STATE_HALF_OPEN else "trial succeeded"
+        layer.local_state = new
         event = layer.opened.set if new == pybreaker.STATE_OPEN else layer.opened.clear
         if layer._loop is not None and layer._blocking:
             layer._loop.call_soon_threadsafe(event)  # the transition happened on a worker thread
