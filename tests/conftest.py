@@ -15,6 +15,7 @@ import resilient_llm
 from resilient_llm import Engine, Settings
 from resilient_llm.fault_server import FaultServer
 from resilient_llm.settings import Secret
+from tests.redis_server import RedisServer
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # keep LiteLLM off the internet: loopback only
 
@@ -105,3 +106,13 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
         pytest.skip(f"cannot make a read-only directory as root here: {made.stderr.strip()}")
     yield directory
     subprocess.run(["chattr", "-i", str(directory)], check=True)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    try:
+        redis = RedisServer(tmp_path).start()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    yield redis
+    redis.kill()

@@ -239,16 +239,6 @@ def test_parse_score(reply: str, expected: float | None) -> None:
     assert judge.parse_score(reply, 2.0) == expected
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    try:
-        redis = RedisServer(tmp_path).start()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    yield redis
-    redis.kill()
-
-
 SECOND_PROCESS = """
 import json, resilient_llm
 result = resilient_llm.complete("openai/gpt-4o-mini", user="from the second process", raise_caller_errors=False)

@@ -10,7 +10,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -310,16 +310,6 @@ class _Exploit:
 
     def __reduce__(self) -> tuple[object, tuple[str]]:
         return (open, (self.path, "w"))
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    try:
-        redis = RedisServer(tmp_path).start()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
-    yield redis
-    redis.kill()
 
 
 def test_redis_store_shares_answers_between_engines(
