@@ -51,7 +51,15 @@ class Engine:
         async def build() -> Stack:  # built on the engine loop, where its primitives will live
             return build_stack(settings, self.log, transport=transport, sleep=sleep, rng=rng)
 
-        self._stack = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
+        try:
+            self._stack = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
+        except BaseException:  # e.g. a ConfigError from an optional dependency: leave no thread behind
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+            if not self._thread.is_alive():
+                self._loop.close()
+            self._sink.close()
+            raise
         self.log.info(
             "engine_started",
             message="Using direct OpenRouter API calls instead of litellm",

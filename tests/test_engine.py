@@ -250,3 +250,18 @@ def test_rate_limits_do_not_use_up_the_retries(server: FaultServer, make_engine:
     assert (result.outcome, result.attempts) == (Outcome.OK, 7)
     assert all(f.backpressure for f in result.failures)
     assert server.stats()["retry_after_violations"] == 0
+
+
+def test_a_failed_start_leaves_no_engine_thread(server: FaultServer) -> None:
+    """When building the stack fails, the engine's loop thread is stopped before the error reaches the caller."""
+    from resilient_llm import Settings
+    from tests.conftest import fast_settings
+
+    def engine_threads() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "resilient-llm-engine")
+
+    before = engine_threads()
+    settings: Settings = fast_settings(server.url, cache_mode="read-write", cache_redis_url="redis://127.0.0.1:x/0")
+    with pytest.raises(ValueError, match="Port"):
+        Engine(settings)
+    assert engine_threads() == before
