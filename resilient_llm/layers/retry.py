@@ -36,7 +36,8 @@ class _StopAfterFailures(stop_base):
 
 
 class RetryHandler:
-    """Runs up to ``1 + request.num_retries`` attempts within ``settings.deadline`` seconds."""
+    """Runs until ``1 + request.num_retries`` attempts have failed (backpressure not counted), the next wait would
+    cross ``settings.deadline``, or a failure is not retryable; then raises CallFailed with every attempt."""
 
     def __init__(
         self,
