@@ -19,6 +19,7 @@ from typing import Any
 from resilient_llm import Engine, Outcome, Settings, judge
 from resilient_llm.fault_server import PROFILES, RemoteFaultServer
 from resilient_llm.settings import Secret
+from resilient_llm.stats import percentiles
 
 MODEL = "openai/gpt-4o-mini"
 RESULTS = Path(__file__).parent / "results"
@@ -27,11 +28,6 @@ RESULTS = Path(__file__).parent / "results"
 def engine(url: str, log: str, **settings: Any) -> Engine:
     values: dict[str, Any] = {"api_key": Secret("sk-bench-local"), "base_url": url, "cache_mode": "off"}
     return Engine(Settings(**values, log_file=str(RESULTS / log), **settings))
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 async def flaky(calls: int, concurrency: int) -> dict[str, Any]:
@@ -76,15 +72,18 @@ async def outage(reset_timeout: float, concurrency: int, duration: float) -> dic
     transitions = [e for e in log if e["event"] == "breaker_state_change"]
     trials = sum(1 for e in transitions if e["to_state"] == "half-open")
     outage_end = start_s + length_s
-    open_latencies = [lat for t, outcome, lat in rows if outcome == Outcome.NEUTRAL and start_s + 1 < t < outage_end]
+    open_latencies = [
+        lat * 1e3 for t, outcome, lat in rows if outcome == Outcome.NEUTRAL and start_s + 1 < t < outage_end
+    ]
+    open_latency = percentiles(open_latencies)
     first_ok_after = min((t for t, outcome, _ in rows if outcome == Outcome.OK and t > outage_end), default=None)
     return {
         "outage_window_s": [start_s, outage_end],
         "reset_timeout_s": reset_timeout,
         "calls": len(rows),
         "outcomes": {o: sum(1 for _, out, _ in rows if out == o) for o in ("ok", "neutral")},
-        "neutral_while_open_p50_ms": pct(open_latencies, 0.5) * 1e3,
-        "neutral_while_open_p99_ms": pct(open_latencies, 0.99) * 1e3,
+        "neutral_while_open_p50_ms": open_latency["p50"],
+        "neutral_while_open_p99_ms": open_latency["p99"],
         "server_503s": stats["faults"].get("http_503", 0),
         "half_open_trials": trials,
         "reset_periods_in_outage": length_s / reset_timeout,

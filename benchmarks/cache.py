@@ -27,15 +27,15 @@ from typing import Any
 from resilient_llm import Engine, Settings
 from resilient_llm.fault_server import RemoteFaultServer
 from resilient_llm.settings import Secret
+from resilient_llm.stats import percentiles
 
 MODEL = "openai/gpt-4o-mini"
 RESULTS = Path(__file__).parent / "results"
 
 
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3  # noqa: E731
-    return {"p50_ms": pick(0.5), "p95_ms": pick(0.95), "p99_ms": pick(0.99), "max_ms": ordered[-1] * 1e3}
+def latency_ms(samples: list[float]) -> dict[str, float | None]:
+    """p50/p95/p99/max in milliseconds, the same nearest-rank definition as ``resilient-llm stats``."""
+    return {f"{name}_ms": value for name, value in percentiles([x * 1e3 for x in samples]).items()}
 
 
 def engine(url: str, **settings: Any) -> Engine:
@@ -130,7 +130,7 @@ def main() -> None:
                     with engine(fast.url, **store) as eng:
                         asyncio.run(fill(eng, "hit", 1000))
                         samples = asyncio.run(hit_latencies(eng, "hit", 1000, args.hits))
-                    hit_rows[name] = percentiles(samples)
+                    hit_rows[name] = latency_ms(samples)
                     print(f"hit latency {name:>5}: {hit_rows[name]}")
             report["hit_latency"] = hit_rows
 
@@ -159,10 +159,10 @@ def main() -> None:
             big_dir = work / "big"
             with engine(fast.url, cache_dir=str(big_dir), cache_size_limit=limit) as eng:
                 asyncio.run(fill(eng, "early", 500))
-                early = percentiles(asyncio.run(hit_latencies(eng, "early", 500, args.hits)))
+                early = latency_ms(asyncio.run(hit_latencies(eng, "early", 500, args.hits)))
                 asyncio.run(fill(eng, "bulk", args.entries))
                 asyncio.run(fill(eng, "late", 500))
-                late = percentiles(asyncio.run(hit_latencies(eng, "late", 500, args.hits)))
+                late = latency_ms(asyncio.run(hit_latencies(eng, "late", 500, args.hits)))
             size = directory_bytes(big_dir)
             report["many_entries"] = {
                 "entries_written": args.entries + 1000,

@@ -26,6 +26,7 @@ import httpx
 
 import resilient_llm
 from resilient_llm.fault_server import RemoteFaultServer
+from resilient_llm.stats import percentiles
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM would fetch it from the internet
 
@@ -34,11 +35,6 @@ KEY = "sk-bench-local-not-a-secret"
 RESULTS = Path(__file__).parent / "results"
 
 CallFn = Callable[[str], Awaitable[str]]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def run_workload(call: CallFn, calls: int, concurrency: int, tag: str) -> dict[str, Any]:
@@ -52,19 +48,20 @@ async def run_workload(call: CallFn, calls: int, concurrency: int, tag: str) -> 
         async with gate:
             started = time.perf_counter()
             text = await call(f"{tag} rubric {i}")
-            latencies.append(time.perf_counter() - started)
+            latencies.append((time.perf_counter() - started) * 1e3)
             ok += text.startswith('{"score"')
 
     cpu, wall = time.process_time(), time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(calls)))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    latency = percentiles(latencies)
     return {
         "calls": calls,
         "real_answers": ok,
         "throughput_per_s": calls / wall,
-        "p50_ms": percentile(latencies, 0.50) * 1e3,
-        "p95_ms": percentile(latencies, 0.95) * 1e3,
-        "p99_ms": percentile(latencies, 0.99) * 1e3,
+        "p50_ms": latency["p50"],
+        "p95_ms": latency["p95"],
+        "p99_ms": latency["p99"],
         "client_cpu_ms_per_call": cpu / calls * 1e3,
     }
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
 from resilient_llm.errors import ProviderError
+from resilient_llm.policy.retry import is_backpressure
 
 Message = Mapping[str, Any]
 
@@ -72,8 +73,6 @@ class FailedAttempt:
 
     @classmethod
     def of(cls, error: BaseException, wait_s: float | None = None, route: str = "openrouter") -> FailedAttempt:
-        from resilient_llm.policy.retry import is_backpressure
-
         if isinstance(error, ProviderError):
             return cls(error.kind, error.status, str(error.args[0]), wait_s, route, is_backpressure(error))
         return cls(type(error).__name__, None, str(error), wait_s, route)

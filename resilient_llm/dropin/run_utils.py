@@ -114,10 +114,6 @@ def extract_json_from_response(response: str) -> dict[str, Any] | None:
     return extract_json_object(response)
 
 
-def _chat(system_prompt: str | None, user_prompt: str) -> list[dict[str, Any]]:
-    return _messages(system_prompt, user_prompt)
-
-
 def run_chatopenai(
     model_name: str, system_prompt: str | None, user_prompt: str, json_mode: bool = False, **chat_kwargs: Any
 ) -> str:
@@ -131,7 +127,7 @@ def run_chatopenai(
         return call_openrouter(model_name, user_prompt, system_prompt, **chat_kwargs)
     import litellm
 
-    response = litellm.completion(model=model_name, messages=_chat(system_prompt, user_prompt), **chat_kwargs)
+    response = litellm.completion(model=model_name, messages=_messages(system_prompt, user_prompt), **chat_kwargs)
     return str(response.choices[0].message.content)
 
 
@@ -169,7 +165,7 @@ def run_azure_openai(
 
     client = AzureOpenAI(api_version=api_version, azure_endpoint=endpoint, api_key=api_key)
     response = client.chat.completions.create(
-        messages=_chat(system_prompt, user_prompt),  # type: ignore[arg-type]
+        messages=_messages(system_prompt, user_prompt),  # type: ignore[arg-type]
         model=deployment or model_name,
         **chat_kwargs,
     )
