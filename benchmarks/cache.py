@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from resilient_llm import Config, Engine, HTTPConfig
-from resilient_llm.fault_server import RemoteFaultServer
-from resilient_llm.stats import percentiles
+from resilient_llm.policy.percentiles import percentiles
+from resilient_llm.testing.fault_server import RemoteFaultServer
 
 MODEL = "openai/gpt-4o-mini"
 RESULTS = Path(__file__).parent / "results"

@@ -8,6 +8,7 @@ from resilient_llm.errors import (
     ConfigError,
     ConnectionFailed,
     ErrorResponse,
+    FailedAttempt,
     MalformedResponse,
     ProviderError,
     ProviderTimeout,
@@ -22,7 +23,7 @@ from resilient_llm.layers.limit import LimitConfig
 from resilient_llm.layers.litellm_route import LiteLLMRouteConfig
 from resilient_llm.layers.retry import RetryConfig
 from resilient_llm.logs import LogConfig
-from resilient_llm.types import ChatOptions, ChatRequest, ChatResult, FailedAttempt, Outcome, Usage
+from resilient_llm.types import ChatOptions, ChatRequest, ChatResult, Outcome, Usage
 from resilient_llm.validation import Secret
 
 __all__ = [

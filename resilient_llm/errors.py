@@ -20,10 +20,7 @@ tree it reads: the retry, breaker, hedge and fallback layers all ask the same th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from resilient_llm.types import FailedAttempt
+from dataclasses import dataclass
 
 
 class ResilientLLMError(Exception):
@@ -121,3 +118,21 @@ def is_backpressure(error: BaseException) -> bool:
 def is_caller_mistake(error: BaseException) -> bool:
     """A failure only the caller can fix (bad request, bad key, unknown model)."""
     return isinstance(error, ErrorResponse) and error.status in CALLER_MISTAKE_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    """What went wrong in one attempt, and how long the retry layer waited after it."""
+
+    kind: str
+    status: int | None = None
+    message: str = ""
+    wait_s: float | None = None
+    route: str = "openrouter"
+    backpressure: bool = False  # the endpoint asked us to slow down (429, in-flight budget)
+
+    @classmethod
+    def of(cls, error: BaseException, wait_s: float | None = None, route: str = "openrouter") -> FailedAttempt:
+        if isinstance(error, ProviderError):
+            return cls(error.kind, error.status, str(error.args[0]), wait_s, route, is_backpressure(error))
+        return cls(type(error).__name__, None, str(error), wait_s, route)

@@ -15,7 +15,7 @@ import pytest
 import resilient_llm
 from resilient_llm import Config, Engine, HTTPConfig
 from resilient_llm.config import SECTIONS
-from resilient_llm.fault_server import FaultServer
+from resilient_llm.testing.fault_server import FaultServer
 from tests.redis_server import RedisServer
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # keep LiteLLM off the internet: loopback only

@@ -16,8 +16,8 @@ import pytest
 from resilient_llm import Engine, Outcome
 from resilient_llm.dropin import judge
 from resilient_llm.errors import BreakerOpen, ConnectionFailed, ErrorResponse, ProviderTimeout
-from resilient_llm.fault_server import FaultServer
 from resilient_llm.policy.breaker import Verdict, verdict
+from resilient_llm.testing.fault_server import FaultServer
 from resilient_llm.validation import Secret
 from tests.conftest import MODEL, read_log
 from tests.redis_server import RedisServer

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from resilient_llm.doctor import run_checks
-from resilient_llm.fault_server import FaultServer
+from resilient_llm.cli.doctor import run_checks
+from resilient_llm.testing.fault_server import FaultServer
 
 KEY = "sk-or-v1-doctor-test-key"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from resilient_llm import CallFailed, ConfigError, Engine, Outcome
-from resilient_llm.fault_server import FaultServer
+from resilient_llm.testing.fault_server import FaultServer
 from tests.conftest import MODEL, call_lines, read_log
 
 RETRYABLE = {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from resilient_llm.fault_server import FaultServer
+from resilient_llm.testing.fault_server import FaultServer
 
 REPO = Path(__file__).parent.parent
 SCRIPT = REPO / "train_dr_tulu_openrouter_direct.sh"

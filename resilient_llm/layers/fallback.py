@@ -8,8 +8,8 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from resilient_llm.errors import CallFailed, ProviderError, is_caller_mistake
-from resilient_llm.types import ChatRequest, ChatResult, FailedAttempt, Handler, Outcome
+from resilient_llm.errors import CallFailed, FailedAttempt, ProviderError, is_caller_mistake
+from resilient_llm.types import ChatRequest, ChatResult, Handler, Outcome
 from resilient_llm.validation import TEXT, Check, Validated, setting
 
 ROUTES = ("litellm", "neutral")

@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay
 from tenacity.stop import stop_base
 
-from resilient_llm.errors import CallFailed, ProviderError, is_backpressure, is_retryable
+from resilient_llm.errors import CallFailed, FailedAttempt, ProviderError, is_backpressure, is_retryable
 from resilient_llm.policy.retry import retry_wait
-from resilient_llm.types import DEFAULT_NUM_RETRIES, ChatRequest, ChatResult, FailedAttempt, Handler
+from resilient_llm.types import DEFAULT_NUM_RETRIES, ChatRequest, ChatResult, Handler
 from resilient_llm.validation import SECONDS, Validated, int_in, setting
 
 Sleep = Callable[[float], Awaitable[None]]
