@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from resilient_llm import Engine, Outcome, judge
+from resilient_llm import Engine, Outcome
+from resilient_llm.dropin import judge
 from resilient_llm.errors import BreakerOpen, ConnectionFailed, ErrorResponse, ProviderTimeout
-from resilient_llm.fault_server import FaultServer
 from resilient_llm.policy.breaker import Verdict, verdict
-from resilient_llm.settings import Secret
+from resilient_llm.testing.fault_server import FaultServer
+from resilient_llm.validation import Secret
 from tests.conftest import MODEL, read_log
 from tests.redis_server import RedisServer
 
@@ -198,10 +199,9 @@ def test_both_routes_down_give_the_neutral_judge_score(server: FaultServer, make
         **BREAKER,
         fallback_model="openai/gpt-4o-mini",
         fallback_base_url="http://127.0.0.1:9/v1",
-        neutral_score=0.5,
     )
     server.down = True
-    judge.reset_judge_counters()
+    judge.TALLY.reset()
     scores = [judge.score_property(MODEL, f"answer {i}", "question", "is correct", engine=engine) for i in range(10)]
     assert scores == [0.5] * 10
     counters = judge.judge_counters()
@@ -213,7 +213,7 @@ def test_judge_scores_real_answers_and_counts_unreadable_ones(
 ) -> None:
     """A real reply gives score/scale; an unreadable one gives the neutral score and is counted apart."""
     engine = make_engine()
-    judge.reset_judge_counters()
+    judge.TALLY.reset()
     score = asyncio.run(judge.score_property_async(MODEL, "resp", "q", "prop", engine=engine))
     assert score in (0.0, 0.5, 1.0)
     assert judge.judge_counters().real == 1

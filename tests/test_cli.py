@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from resilient_llm import stats
-from resilient_llm.cli import main
+from resilient_llm.cli import main, stats
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mixed.log"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from resilient_llm.fault_server import FaultServer
+from resilient_llm.testing.fault_server import FaultServer
 
 REPO = Path(__file__).parent.parent
 SCRIPT = REPO / "train_dr_tulu_openrouter_direct.sh"
@@ -41,7 +41,7 @@ def test_launcher_reads_env_file_runs_doctor_then_the_command(tmp_path: Path) ->
         env_file = tmp_path / "train.env"
         env_file.write_text(f"OPENAI_API_KEY=sk-or-v1-from-dotenv\nOPENAI_API_BASE={server.url}\n")
         env = launcher_env(tmp_path, ENV_FILE=str(env_file), RUBRIC_JUDGE_MODEL="openai/gpt-4o-mini")
-        env["RUBRIC_GENERATION_MODEL"] = "openai/gpt-4.1-mini"
+        env["RUBRIC_GENERATION_MODEL"] = env["HLE_JUDGE_MODEL"] = "openai/gpt-4.1-mini"
         done = subprocess.run(
             ["bash", str(SCRIPT), "--", "bash", "-c", 'echo "direct=$USE_OPENROUTER_DIRECT"'],
             env=env,
@@ -82,8 +82,8 @@ def variables_in(path: Path) -> set[str]:
 
 
 def test_every_variable_read_by_the_code_is_documented() -> None:
-    """Each env variable the settings read appears in the README, the Chinese guide and .env.example."""
-    code = (REPO / "resilient_llm" / "settings.py").read_text()
+    """Each env variable the config tables read appears in the README, the Chinese guide and .env.example."""
+    code = "".join((REPO / "resilient_llm" / name).read_text() for name in ("config.py", "dropin/config.py"))
     read = {"RESILIENT_LLM_" + name for name in re.findall(r'PREFIX \+ "([A-Z_]+)"', code)}
     read |= set(re.findall(r'"((?:OPENAI|OPENROUTER|RUBRIC|LITELLM)_[A-Z_]+)"', code)) | {"USE_OPENROUTER_DIRECT"}
     assert len(read) > 30

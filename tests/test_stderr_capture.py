@@ -12,13 +12,13 @@ import textwrap
 import time
 from pathlib import Path
 
-from resilient_llm.stderr_capture import classify, summary
+from resilient_llm.cli.stderr_capture import classify, summary
 
 SCRIPT = textwrap.dedent(
     """
     import asyncio, atexit, gc, logging, os, sys, threading
     from pathlib import Path
-    from resilient_llm.stderr_capture import StderrCapture
+    from resilient_llm.cli.stderr_capture import StderrCapture
 
     atexit.register(lambda: print("atexit of a library imported before", file=sys.stderr))
     print("before", file=sys.stderr, flush=True)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pybreaker
@@ -19,12 +20,33 @@ import pybreaker
 from resilient_llm.errors import BreakerOpen
 from resilient_llm.policy.breaker import Verdict, verdict
 from resilient_llm.types import ChatRequest, ChatResult, Handler
+from resilient_llm.validation import REDIS_URL, SECONDS, Validated, int_in, setting
 
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class BreakerConfig(Validated):
+    """When the breaker opens (consecutive failures), when it tries again, and where its state is shared."""
+
+    fail_max: int = setting(10, int_in(1, 10_000))
+    reset_timeout: float = setting(5.0, SECONDS)
+    half_open_trials: int = setting(1, int_in(1, 1000))
+    success_threshold: int = setting(1, int_in(1, 1000))
+    redis_url: str | None = setting(None, REDIS_URL, optional=True)  # shared by every process that names it
+
+
 class _Failed(Exception):
     """Stands in for a failed attempt when its outcome is replayed through pybreaker."""
+
+
+class BreakerStatus:
+    """What the engine and the hedge layer may read about a breaker without blocking: its last seen state."""
+
+    def __init__(self) -> None:
+        self.state = pybreaker.STATE_CLOSED
+        self.opened = asyncio.Event()  # set while open: pending retries stop backing off
+        self.trips = 0
 
 
 class BreakerHandler:
@@ -34,25 +56,25 @@ class BreakerHandler:
         self,
         inner: Handler,
         breaker: pybreaker.CircuitBreaker,
+        storage: pybreaker.CircuitBreakerStorage,
         *,
         route: str,
         half_open_trials: int,
         logger: Any,
-        blocking_storage: bool = False,
+        status: BreakerStatus | None = None,
     ) -> None:
         self._inner = inner
         self._breaker = breaker
+        self._storage = storage  # the breaker's storage, which we made: opened_at lives there
         self._route = route
         self._max_trials = half_open_trials
         self._trials = 0
         self._log = logger
-        self.opened = asyncio.Event()  # set while open: pending retries stop backing off
-        self.local_state = pybreaker.STATE_CLOSED  # the last transition seen here; reading it never blocks
-        self.trips = 0
+        self.status = status or BreakerStatus()
         self._last_failure = ""
-        self._blocking = blocking_storage
+        self._blocking = not isinstance(storage, pybreaker.CircuitMemoryStorage)
         self._loop: asyncio.AbstractEventLoop | None = None
-        breaker.add_listener(_Transitions(self))
+        breaker.add_listener(_Transitions(self.on_transition))
 
     @property
     def state(self) -> str:
@@ -101,7 +123,7 @@ class BreakerHandler:
         return True
 
     def _reset_timeout_elapsed(self) -> bool:
-        opened_at = self._breaker._state_storage.opened_at  # pybreaker keeps it only there
+        opened_at = self._storage.opened_at
         if opened_at is None:
             return True
         now = datetime.datetime.now(datetime.UTC)
@@ -120,35 +142,39 @@ class BreakerHandler:
         with contextlib.suppress(_Failed, pybreaker.CircuitBreakerError):
             self._breaker.call(replay)
 
-
-class _Transitions(pybreaker.CircuitBreakerListener):
-    """Logs every transition and keeps the ``opened`` event in step with the state."""
-
-    def __init__(self, layer: BreakerHandler) -> None:
-        self._layer = layer
-
-    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
-        layer = self._layer
-        old = old_state.name if old_state is not None else None
-        new = new_state.name
+    def on_transition(self, old: str | None, new: str, fail_counter: int) -> None:
+        """Logs a transition and keeps ``status`` in step (pybreaker calls it, possibly on a worker thread)."""
+        status = self.status
         if new == pybreaker.STATE_OPEN:
-            layer.trips += 1
-            reason = "trial failed" if old == pybreaker.STATE_HALF_OPEN else f"{cb.fail_max} consecutive failures"
+            status.trips += 1
+            reason = (
+                "trial failed" if old == pybreaker.STATE_HALF_OPEN else f"{self._breaker.fail_max} consecutive failures"
+            )
         else:
             reason = "reset timeout elapsed" if new == pybreaker.STATE_HALF_OPEN else "trial succeeded"
-        layer.local_state = new
-        event = layer.opened.set if new == pybreaker.STATE_OPEN else layer.opened.clear
-        if layer._loop is not None and layer._blocking:
-            layer._loop.call_soon_threadsafe(event)  # the transition happened on a worker thread
+        status.state = new
+        event = status.opened.set if new == pybreaker.STATE_OPEN else status.opened.clear
+        if self._loop is not None and self._blocking:
+            self._loop.call_soon_threadsafe(event)  # the transition happened on a worker thread
         else:
             event()
-        layer._log.warning(
+        self._log.warning(
             "breaker_state_change",
-            route=layer._route,
+            route=self._route,
             from_state=old,
             to_state=new,
             reason=reason,
-            failures=cb.fail_counter,
-            last_failure=layer._last_failure if new == pybreaker.STATE_OPEN else None,
-            trips=layer.trips,
+            failures=fail_counter,
+            last_failure=self._last_failure if new == pybreaker.STATE_OPEN else None,
+            trips=status.trips,
         )
+
+
+class _Transitions(pybreaker.CircuitBreakerListener):
+    """Forwards pybreaker's state changes to a callback."""
+
+    def __init__(self, callback: Callable[[str | None, str, int], None]) -> None:
+        self._callback = callback
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
+        self._callback(old_state.name if old_state is not None else None, new_state.name, cb.fail_counter)

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from resilient_llm.types import ChatRequest, ChatResult, Handler
+from resilient_llm.validation import Validated, int_in, setting
+
+
+@dataclass(frozen=True)
+class LimitConfig(Validated):
+    """How many attempts may be in flight at once, process-wide."""
+
+    max_concurrent: int = setting(20, int_in(1, 10_000))
 
 
 class LimitHandler:
@@ -14,11 +23,12 @@ class LimitHandler:
         self._inner = inner
         self._slots = asyncio.Semaphore(max_concurrent)
         self.max_concurrent = max_concurrent
-
-    @property
-    def in_flight(self) -> int:
-        return self.max_concurrent - self._slots._value
+        self.in_flight = 0
 
     async def handle(self, request: ChatRequest) -> ChatResult:
         async with self._slots:  # released on return, error and cancellation alike
-            return await self._inner.handle(request)
+            self.in_flight += 1
+            try:
+                return await self._inner.handle(request)
+            finally:
+                self.in_flight -= 1

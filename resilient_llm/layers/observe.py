@@ -9,9 +9,8 @@ import time
 from typing import Any
 
 from resilient_llm.errors import CallFailed
+from resilient_llm.logs import CALL_EVENT
 from resilient_llm.types import ChatRequest, ChatResult, Handler, Outcome
-
-CALL_EVENT = "llm_call"
 
 
 class ObserveHandler:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 
-from resilient_llm.errors import BreakerOpen, ErrorResponse, ProviderError
-from resilient_llm.policy.retry import BACKPRESSURE_STATUSES, is_caller_mistake
+from resilient_llm.errors import BACKPRESSURE_STATUSES, BreakerOpen, ErrorResponse, ProviderError, is_caller_mistake
 
 
 class Verdict(enum.Enum):

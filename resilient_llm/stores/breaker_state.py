@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import pybreaker
 
 from resilient_llm.errors import ConfigError
+from resilient_llm.stores import REDIS_SOCKET_TIMEOUT_S
 
-SOCKET_TIMEOUT_S = 0.25
 T = TypeVar("T")
 
 
@@ -34,7 +34,7 @@ class SharedBreakerStorage(pybreaker.CircuitBreakerStorage):
             ) from exc
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._redis = redis.Redis.from_url(
-            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
+            url, socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S
         )
         self._local = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
         self._prefix = f"resilient_llm:breaker:{route}:{hashlib.sha256(endpoint.encode()).hexdigest()[:12]}:"

@@ -6,7 +6,8 @@ request, one drawn from a named profile. The draw is seeded by the seed, the bod
 so every client facing the same workload meets the same faults. It counts requests, connections, peak concurrency,
 faults by kind and Retry-After violations (a request repeated sooner than the Retry-After it was given).
 
-Run it alone with ``python -m resilient_llm.fault_server --profile flaky``; ``GET /_stats`` reports its counters.
+Run it alone with ``python -m resilient_llm.testing.fault_server --profile flaky``; ``GET /_stats`` reports its
+counters.
 """
 
 from __future__ import annotations
@@ -450,7 +451,7 @@ class RemoteFaultServer:
         retry_after_s: float = 1.0,
         hang_s: float = 30.0,
     ) -> None:
-        argv = [sys.executable, "-m", "resilient_llm.fault_server", "--profile", profile, "--seed", str(seed)]
+        argv = [sys.executable, "-m", "resilient_llm.testing.fault_server", "--profile", profile, "--seed", str(seed)]
         argv += ["--latency", str(latency_s), "--retry-after", str(retry_after_s), "--hang", str(hang_s)]
         self._process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         assert self._process.stdout is not None

@@ -1,9 +1,10 @@
 """``resilient-llm bench``: the same seeded workload through LiteLLM (as the trainer calls it), resilient_llm and a
 bare httpx client, against the embedded fault server, in two calling patterns; a table, JSON, logs and plots.
 
-Profiles: clean, flaky, ratelimit, outage (see ``resilient_llm.fault_server``). Patterns: ``gather`` (one event loop,
-``asyncio.gather``) and ``trainer`` (a batch ``asyncio.run`` whose rollouts each run their own ``asyncio.run`` on a
-thread-pool worker). Every call is accounted for: a real answer, a neutral/fallback answer, or an exception.
+Profiles: clean, flaky, ratelimit, outage (see ``resilient_llm.testing.fault_server``). Patterns: ``gather`` (one
+event loop, ``asyncio.gather``) and ``trainer`` (a batch ``asyncio.run`` whose rollouts each run their own
+``asyncio.run`` on a thread-pool worker). Every call is accounted for: a real answer, a neutral/fallback answer, or
+an exception.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from resilient_llm import engine as engine_module
-from resilient_llm.fault_server import PROFILES, RemoteFaultServer
-from resilient_llm.stats import percentiles
-from resilient_llm.stderr_capture import StderrCapture, summary
+from resilient_llm.cli.stderr_capture import StderrCapture, summary
+from resilient_llm.policy.percentiles import percentiles
+from resilient_llm.testing.fault_server import PROFILES, RemoteFaultServer
 
 MODEL = "openai/gpt-4o-mini"
 LOCAL_KEY = "sk-bench-local-not-a-secret"
