@@ -10,6 +10,7 @@ import anyio
 import httpx
 
 from resilient_llm.errors import ConnectionFailed, ProviderError, ProviderTimeout
+from resilient_llm.layers.body import ACCEPT_ENCODING, MAX_BODY_BYTES, read_body
 from resilient_llm.protocol import parse_response, request_body
 from resilient_llm.settings import Settings
 from resilient_llm.types import ChatRequest, ChatResult
@@ -27,8 +28,15 @@ _TIMEOUT_KINDS: dict[type[httpx.TimeoutException], str] = {
 class HTTPHandler:
     """Sends one attempt; converts every httpx failure into our ProviderError tree."""
 
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
         self._settings = settings
+        self._max_body = max_body_bytes
         self._url = settings.base_url + "/chat/completions"
         self._headers = _headers(settings)
         self._transport = transport
@@ -78,9 +86,12 @@ class HTTPHandler:
                 try:
                     # httpx times each read; the whole exchange (a server trickling bytes) is bounded here.
                     with anyio.fail_after(request.timeout):
-                        response = await client.post(
-                            self._url, json=request_body(request), headers=self._headers, timeout=timeout
-                        )
+                        body = request_body(request)
+                        async with client.stream(
+                            "POST", self._url, json=body, headers=self._headers, timeout=timeout
+                        ) as response:
+                            status, headers = response.status_code, response.headers
+                            content = await read_body(response.aiter_raw(), status, headers, self._max_body)
                 except TimeoutError as exc:
                     raise ProviderTimeout(
                         f"no complete answer within {request.timeout:g} s", kind="total_timeout"
@@ -90,7 +101,7 @@ class HTTPHandler:
                     raise _convert(exc) from exc
                 except httpx.HTTPError as exc:
                     raise _convert(exc) from exc
-                return parse_response(response.status_code, response.headers, response.content, request)
+                return parse_response(status, headers, content, request)
             return None  # stopped: the caller was cancelled and waits for no result
         finally:
             self._release(client)
@@ -143,6 +154,7 @@ async def _wind_down(exchange: asyncio.Future[Any]) -> None:
 
 def _headers(settings: Settings) -> dict[str, str]:
     headers = {"Authorization": f"Bearer {settings.api_key.reveal()}", "Content-Type": "application/json"}
+    headers["Accept-Encoding"] = ACCEPT_ENCODING  # only what layers/body.py decodes under its size cap
     if settings.http_referer:
         headers["HTTP-Referer"] = settings.http_referer
     if settings.app_title:
