@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from resilient_llm.fault_server import FaultServer, RemoteFaultServer
+from resilient_llm.testing.fault_server import FaultServer, RemoteFaultServer
 
 HEADERS = {"Authorization": "Bearer sk-or-v1-TESTKEY"}
 

@@ -50,8 +50,7 @@ import enum
 import math
 from dataclasses import dataclass
 
-from resilient_llm.errors import BreakerOpen, ConfigError, ProviderTimeout
-from resilient_llm.policy.retry import is_backpressure
+from resilient_llm.errors import BreakerOpen, ConfigError, ProviderTimeout, is_backpressure
 
 
 class Signal(enum.StrEnum):
