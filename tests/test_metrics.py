@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import random
+import re
 import socket
 import sys
 import threading
@@ -326,3 +328,22 @@ def test_port_without_prometheus_client_is_a_config_error(monkeypatch: pytest.Mo
     with pytest.raises(ConfigError, match=r"RESILIENT_LLM_METRICS_PORT=9464 needs prometheus-client.*\[metrics\]"):
         Engine(fast_config(server.url, metrics_port=9464))
     assert threading.active_count() == threads
+
+
+def test_grafana_dashboard_queries_only_series_the_exporter_serves(
+    server: FaultServer, make_engine: Callable[..., Engine]
+) -> None:
+    """Every series a panel of docs/grafana-dashboard.json queries is on the exporter's page: they cannot drift."""
+    port = free_port()
+    engine = make_engine(metrics_port=port)
+    engine.complete(MODEL, user="q")
+    served = {sample.name for samples in scrape(port).values() for sample in samples}
+    dashboard = json.loads((Path(__file__).parent.parent / "docs" / "grafana-dashboard.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bresilient_llm_[a-z_]+", target["expr"])
+    }
+    assert len(queried) >= 10
+    assert queried <= served
