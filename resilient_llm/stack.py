@@ -19,6 +19,7 @@ from resilient_llm.layers.limit import LimitHandler
 from resilient_llm.layers.litellm_route import LiteLLMHandler
 from resilient_llm.layers.observe import ObserveHandler
 from resilient_llm.layers.retry import RetryHandler, Sleep
+from resilient_llm.recorder import Metrics
 from resilient_llm.stores import CacheStore
 from resilient_llm.stores.breaker_state import SharedBreakerStorage
 from resilient_llm.stores.disk import DiskStore
@@ -97,6 +98,7 @@ def build_stack(
     transport: httpx.AsyncBaseTransport | None = None,
     sleep: Sleep | None = None,
     rng: random.Random | None = None,
+    metrics: Metrics | None = None,
 ) -> Stack:
     """observe → cache → fallback(primary: retry → breaker → [hedge] → limit → http; then litellm, neutral)."""
     http = HTTPHandler(config.http, config.limit.max_concurrent, transport)
@@ -135,5 +137,5 @@ def build_stack(
             neutral_text=config.fallback.neutral_text,
             logger=logger,
         )
-    observe = ObserveHandler(cache or fallback, logger, log_prompts=config.log.prompts)
+    observe = ObserveHandler(cache or fallback, logger, log_prompts=config.log.prompts, metrics=metrics)
     return Stack(top=observe, cache=cache, breaker=breaker, limit=limit, http=http)

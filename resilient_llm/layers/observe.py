@@ -11,16 +11,20 @@ from typing import Any
 from resilient_llm.errors import CallFailed
 from resilient_llm.ledger import open_ledger
 from resilient_llm.logs import CALL_EVENT
+from resilient_llm.recorder import Metrics
 from resilient_llm.types import ChatRequest, ChatResult, Handler, Outcome
 
 
 class ObserveHandler:
     """Times the call, logs it, counts its outcome; never changes what the caller receives."""
 
-    def __init__(self, inner: Handler, logger: Any, *, log_prompts: bool = False) -> None:
+    def __init__(
+        self, inner: Handler, logger: Any, *, log_prompts: bool = False, metrics: Metrics | None = None
+    ) -> None:
         self._inner = inner
         self._log = logger
         self._log_prompts = log_prompts
+        self.metrics = metrics or Metrics()
         self.outcomes = collections.Counter({str(outcome): 0 for outcome in Outcome} | {"cancelled": 0})
 
     async def handle(self, request: ChatRequest) -> ChatResult:
@@ -70,6 +74,8 @@ class ObserveHandler:
 
     def _emit(self, outcome: str, started: float, fields: dict[str, Any], **more: Any) -> None:
         self.outcomes[str(outcome)] += 1
-        latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
+        latency_s = time.perf_counter() - started
+        self.metrics.record(str(outcome), latency_s, fields["model"], more)
+        latency_ms = round(latency_s * 1000.0, 3)
         level = "info" if outcome in (Outcome.OK, Outcome.CACHED) else "warning"
         getattr(self._log, level)(CALL_EVENT, outcome=str(outcome), latency_ms=latency_ms, **fields, **more)
