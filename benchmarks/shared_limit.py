@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from resilient_llm.stats import percentiles
+from resilient_llm.policy.percentiles import percentiles
 from resilient_llm.stores.shared_limit import SharedLimit
 from tests.redis_server import RedisServer
 
