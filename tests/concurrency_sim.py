@@ -44,6 +44,7 @@ class Result:
     peak_admitted: int
     states: list[LimitState]
     latencies: list[float]  # of the attempts that got an answer, in the order they finished
+    arrivals: list[tuple[float, bool]]  # (time, refused) of every attempt the endpoint saw
 
     @property
     def calls_per_s(self) -> float:
@@ -57,8 +58,9 @@ class Result:
             value = permits
         return value
 
-    def refusal_share(self, start: float, end: float, times: list[tuple[float, bool]]) -> float:
-        window = [refused for at, refused in times if start <= at < end]
+    def refusal_share(self, start: float, end: float) -> float:
+        """The share of attempts refused among those that reached the endpoint in [start, end)."""
+        window = [refused for at, refused in self.arrivals if start <= at < end]
         return sum(window) / max(1, len(window))
 
 
@@ -71,7 +73,7 @@ def simulate(
     fixed: int | None = None,
     seed: int = 0,
     gate: bool = True,
-) -> tuple[Result, list[tuple[float, bool]]]:
+) -> Result:
     """Run ``calls`` calls from ``callers`` callers; ``fixed`` replaces the adaptive limit by a fixed one."""
     config = config or LimitConfig()
     rng = random.Random(seed)
@@ -168,4 +170,4 @@ def simulate(
                     push(gate_until, "gate")
                 push(now if gate else now + endpoint.retry_after, "want", caller)
         drain()
-    return Result(limits, now, completed, requests, refusals, peak, states, latencies), arrivals
+    return Result(limits, now, completed, requests, refusals, peak, states, latencies, arrivals)
