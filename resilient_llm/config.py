@@ -135,6 +135,8 @@ ENVIRONMENT: tuple[Variable, ...] = (
     Variable("OPENROUTER_MAX_CONCURRENT_CALLS", "limit", "max_concurrent"),
     Variable(PREFIX + "BREAKER_FAIL_MAX", "breaker", "fail_max"),
     Variable(PREFIX + "BREAKER_RESET_TIMEOUT", "breaker", "reset_timeout"),
+    Variable(PREFIX + "BREAKER_RESET_TIMEOUT_MAX", "breaker", "reset_timeout_max"),
+    Variable(PREFIX + "OUTAGE_WAIT", "breaker", "outage_wait"),
     Variable(PREFIX + "BREAKER_HALF_OPEN_TRIALS", "breaker", "half_open_trials"),
     Variable(PREFIX + "BREAKER_SUCCESS_THRESHOLD", "breaker", "success_threshold"),
     Variable(PREFIX + "BREAKER_REDIS_URL", "breaker", "redis_url"),

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from resilient_llm.errors import CallFailed
+from resilient_llm.ledger import open_ledger
 from resilient_llm.logs import CALL_EVENT
 from resilient_llm.recorder import Metrics
 from resilient_llm.types import ChatRequest, ChatResult, Handler, Outcome
@@ -28,6 +29,7 @@ class ObserveHandler:
 
     async def handle(self, request: ChatRequest) -> ChatResult:
         started = time.perf_counter()
+        ledger = open_ledger()
         fields: dict[str, Any] = {"call_id": request.call_id, "model": request.model}
         if self._log_prompts:
             fields["messages"] = [dict(m) for m in request.messages]
@@ -38,7 +40,15 @@ class ObserveHandler:
             raise
         except CallFailed as exc:
             failures = [dataclasses.asdict(f) for f in exc.failures]
-            self._emit(Outcome.ERROR, started, fields, attempts=len(failures), failures=failures, error=str(exc))
+            self._emit(
+                Outcome.ERROR,
+                started,
+                fields,
+                attempts=len(failures),
+                failures=failures,
+                error=str(exc),
+                waited_s=round(ledger.waited_s, 3),
+            )
             raise
         except BaseException as exc:  # a bug below us: still exactly one line, then the caller sees it
             self._emit(Outcome.ERROR, started, fields, error=f"{type(exc).__name__}: {exc}")
@@ -58,6 +68,7 @@ class ObserveHandler:
             response_id=result.response_id,
             cache=result.cache,
             cache_key=result.cache_key[:19] if result.cache_key else None,
+            waited_s=round(ledger.waited_s, 3),
         )
         return result
 
