@@ -27,7 +27,8 @@ from typing import Any
 from resilient_llm import engine as engine_module
 from resilient_llm.cli.stderr_capture import StderrCapture, summary
 from resilient_llm.policy.percentiles import percentiles
-from resilient_llm.testing.fault_server import PROFILES, RemoteFaultServer
+from resilient_llm.testing.profiles import PROFILES
+from resilient_llm.testing.remote import RemoteFaultServer
 
 MODEL = "openai/gpt-4o-mini"
 LOCAL_KEY = "sk-bench-local-not-a-secret"
