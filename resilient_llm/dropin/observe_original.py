@@ -194,6 +194,8 @@ def _target() -> tuple[Any, bool] | None:
         except Exception as failure:  # a bad value or an unwritable file: no lines, one report
             _report_once(("config", *map(str, key)), "not logging the original path: %s", failure)
         if _current is not None and _current[2] is not None:
+            # The variables changed mid-run: a line still being written to the old file by another thread fails
+            # (and is reported once) rather than keeping every old file open.
             _current[2].close()
         _current = (key, target, sink)
         return target
