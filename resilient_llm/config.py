@@ -26,6 +26,7 @@ from resilient_llm.layers.litellm_route import LiteLLMRouteConfig
 from resilient_llm.layers.retry import RetryConfig
 from resilient_llm.logs import LogConfig
 from resilient_llm.models import openrouter_name
+from resilient_llm.prometheus import MetricsConfig
 from resilient_llm.validation import Check, Secret, Validated, redact_url
 
 PREFIX = "RESILIENT_LLM_"
@@ -44,6 +45,7 @@ class Config:
     fallback: FallbackConfig = dataclasses.field(default_factory=FallbackConfig)
     litellm: LiteLLMRouteConfig = dataclasses.field(default_factory=LiteLLMRouteConfig)
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
+    metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -114,6 +116,7 @@ SECTIONS: tuple[tuple[str, type[Validated]], ...] = (
     ("fallback", FallbackConfig),
     ("litellm", LiteLLMRouteConfig),
     ("log", LogConfig),
+    ("metrics", MetricsConfig),
 )
 
 ENVIRONMENT: tuple[Variable, ...] = (
@@ -132,6 +135,8 @@ ENVIRONMENT: tuple[Variable, ...] = (
     Variable("OPENROUTER_MAX_CONCURRENT_CALLS", "limit", "max_concurrent"),
     Variable(PREFIX + "BREAKER_FAIL_MAX", "breaker", "fail_max"),
     Variable(PREFIX + "BREAKER_RESET_TIMEOUT", "breaker", "reset_timeout"),
+    Variable(PREFIX + "BREAKER_RESET_TIMEOUT_MAX", "breaker", "reset_timeout_max"),
+    Variable(PREFIX + "OUTAGE_WAIT", "breaker", "outage_wait"),
     Variable(PREFIX + "BREAKER_HALF_OPEN_TRIALS", "breaker", "half_open_trials"),
     Variable(PREFIX + "BREAKER_SUCCESS_THRESHOLD", "breaker", "success_threshold"),
     Variable(PREFIX + "BREAKER_REDIS_URL", "breaker", "redis_url"),
@@ -156,6 +161,8 @@ ENVIRONMENT: tuple[Variable, ...] = (
     Variable(PREFIX + "LOG_FORMAT", "log", "format"),
     Variable(PREFIX + "LOG_LEVEL", "log", "level"),
     Variable(PREFIX + "LOG_PROMPTS", "log", "prompts"),
+    Variable(PREFIX + "METRICS_PORT", "metrics", "port"),
+    Variable(PREFIX + "METRICS_HOST", "metrics", "host"),
 )
 
 
