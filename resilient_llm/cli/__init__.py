@@ -18,6 +18,11 @@ def _bench(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     from resilient_llm.cli import stats
 
+    if args.compare:
+        return _compare(args)
+    if not args.logs:
+        print("resilient-llm stats: give LOG files, or --compare A B", file=sys.stderr)
+        return 2
     try:
         report = stats.summarize(args.logs, args.window)
     except OSError as exc:
@@ -26,6 +31,26 @@ def _stats(args: argparse.Namespace) -> int:
     print(json.dumps(report, indent=2) if args.json else stats.render_text(report))
     if args.png:
         stats.plot(report, args.png)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import os
+
+    from resilient_llm.cli import compare
+
+    if args.logs or args.window:
+        print("resilient-llm stats: --compare takes exactly two logs, A and B, and no --window", file=sys.stderr)
+        return 2
+    try:
+        a, b = (compare.read_side(path) for path in args.compare)
+    except OSError as exc:
+        print(f"resilient-llm stats: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    report = compare.compare(a, b, args.judge_model or os.environ.get("RUBRIC_JUDGE_MODEL") or None)
+    print(json.dumps(report, indent=2) if args.json else compare.render_text(report))
+    if args.png:
+        compare.plot(a, b, args.png)
     return 0
 
 
@@ -56,10 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_parser.set_defaults(func=_bench)
     stats_parser = commands.add_parser("stats", help="summarise structured JSON logs")
-    stats_parser.add_argument("logs", nargs="+", help="JSON-lines log files")
+    stats_parser.add_argument("logs", nargs="*", help="JSON-lines log files")
+    stats_parser.add_argument(
+        "--compare", nargs=2, metavar=("A", "B"), help="two runs side by side by model, with the ratio B/A"
+    )
+    stats_parser.add_argument(
+        "--judge-model", default=None, help="with --compare: the judge model (default: RUBRIC_JUDGE_MODEL)"
+    )
     stats_parser.add_argument("--window", type=float, default=None, help="also group by windows of this many seconds")
     stats_parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    stats_parser.add_argument("--png", default=None, help="write an outcome chart to this PNG file")
+    stats_parser.add_argument(
+        "--png", default=None, help="write an outcome chart (with --compare: both latency CDFs) to this PNG file"
+    )
     stats_parser.set_defaults(func=_stats)
     doctor_parser = commands.add_parser("doctor", help="check the configuration, endpoint, models, key and cache")
     doctor_parser.set_defaults(func=_doctor)
