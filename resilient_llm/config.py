@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -26,6 +27,7 @@ from resilient_llm.layers.litellm_route import LiteLLMRouteConfig
 from resilient_llm.layers.retry import RetryConfig
 from resilient_llm.logs import LogConfig
 from resilient_llm.models import openrouter_name
+from resilient_llm.redact import url_secrets
 from resilient_llm.validation import Check, Secret, Validated, redact_url
 
 PREFIX = "RESILIENT_LLM_"
@@ -74,6 +76,13 @@ class Config:
     def model_name(self, model: str, source: str = "model") -> str:
         """The model name to send (bare OpenAI names get ``openai/`` on OpenRouter); ConfigError when unroutable."""
         return openrouter_name(model, source) if self.http.targets_openrouter else _non_empty(model, source)
+
+    def secrets(self) -> list[str]:
+        """Every credential this configuration holds: the keys and the passwords in its URLs and the proxies'."""
+        urls = [self.http.base_url, self.litellm.base_url, self.cache.redis_url, self.breaker.redis_url]
+        urls += urllib.request.getproxies().values()
+        found = [self.http.api_key.reveal(), self.litellm.api_key.reveal()]
+        return [secret for url in urls if url for secret in url_secrets(url)] + [s for s in found if s]
 
     def describe(self) -> dict[str, object]:
         """The configuration as logged at start-up: every field, secrets only as set or missing, no URL password."""

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Unpack
 
+from resilient_llm import redact
 from resilient_llm.config import Config
 from resilient_llm.errors import ConfigError
 from resilient_llm.logs import LogSink, make_logger
@@ -45,6 +46,7 @@ class Engine:
         self._pid = os.getpid()
         self._closed = False
         self._model_names: dict[str, str] = {}
+        redact.register(config.secrets())  # before the first log line or error message
         self._sink = LogSink(config.log.file)
         self.log = make_logger(config.log, self._sink)
         self._loop = asyncio.new_event_loop()

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from resilient_llm.redact import log_processor
 from resilient_llm.validation import BOOL, TEXT, Validated, choice, setting
 
 CALL_EVENT = "llm_call"
@@ -67,6 +68,7 @@ def make_logger(config: LogConfig, sink: LogSink) -> Any:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
+            log_processor,  # last: the finished line, whatever put a secret into it
         ],
         wrapper_class=structlog.make_filtering_bound_logger(config.level if sink.file else "critical"),
         logger_name="resilient_llm",

@@ -11,10 +11,12 @@ import importlib.util
 import os
 from collections.abc import Mapping
 
+from resilient_llm import redact
 from resilient_llm.config import Config
 from resilient_llm.dropin.config import TrainerConfig, use_openrouter_direct
 from resilient_llm.errors import ConfigError, ProviderError
 from resilient_llm.layers.http import HTTPHandler
+from resilient_llm.redact import url_secrets
 from resilient_llm.validation import redact_url
 
 SECRET_VARIABLES = ("OPENAI_API_KEY", "FALLBACK_API_KEY")
@@ -161,9 +163,17 @@ def _fallback_check(config: Config) -> Check:
     return Check("PASS", "fallback", f"litellm route to {config.litellm.model}, then {routes[-1]}")
 
 
+def env_secrets(env: Mapping[str, str]) -> list[str]:
+    """The keys and every URL password in the environment, for ``redact``."""
+    key_var = env.get("RESILIENT_LLM_FALLBACK_KEY_VAR", "FALLBACK_API_KEY")
+    keys = [env.get(name, "") for name in (*SECRET_VARIABLES, key_var)]
+    return keys + [secret for value in env.values() if "://" in value for secret in url_secrets(value)]
+
+
 def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
     """All checks, in order; later checks are skipped when the configuration itself is invalid."""
     env = os.environ if env is None else env
+    redact.register(env_secrets(env))
     checks: list[Check] = []
     try:
         direct = use_openrouter_direct(env)
@@ -192,11 +202,12 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
 
 def main() -> int:
     env = dict(os.environ)
+    redact.register(env_secrets(env))
     print("resilient-llm doctor")
-    print("\n".join(configuration_lines(env)))
+    print(redact.redact("\n".join(configuration_lines(env))))
     checks = run_checks(env)
     for check in checks:
-        print(check.line())
+        print(redact.redact(check.line()))
     failed = sum(c.status == "FAIL" for c in checks)
     print(f"{len(checks)} checks: {failed} failed, {sum(c.status == 'WARN' for c in checks)} warnings")
     return 1 if failed else 0

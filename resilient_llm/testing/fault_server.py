@@ -50,6 +50,7 @@ FAULT_KINDS = (
     "http_403",
     "http_404",
     "http_422",
+    "echo_auth",  # 401 whose message echoes the Authorization header (a careless gateway)
     "error_in_200",  # {"error": {...}} with status 200
     "bad_json",  # 200 with an HTML body
     "truncated_json",  # 200 with half a JSON document
@@ -280,7 +281,7 @@ class FaultServer:
             kind = self._choose(body)
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
-            return await self._act(kind, body, writer)
+            return await self._act(kind, body, writer, headers.get("authorization", ""))
         finally:
             with self._lock:
                 self._counters.in_flight -= 1
@@ -323,7 +324,7 @@ class FaultServer:
                 return kind
         return "ok"
 
-    async def _act(self, kind: str, body: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def _act(self, kind: str, body: bytes, writer: asyncio.StreamWriter, authorization: str = "") -> bool:
         if kind == "hang":
             await asyncio.sleep(self.hang_s)
             kind = "ok"
@@ -361,6 +362,8 @@ class FaultServer:
                 status = int(kind[5:])
                 page = f"<html><body><h1>{status} {_REASONS[status]}</h1></body></html>".encode()
                 return _respond_raw(writer, status, "text/html", page)
+            case "echo_auth":
+                return _respond(writer, 401, _error(401, f"Incorrect API key provided: {authorization}"))
             case "error_in_200":
                 return _respond(writer, 200, _error(502, "Upstream provider returned an error"))
             case "bad_json":
