@@ -18,7 +18,7 @@ from resilient_llm import redact
 from resilient_llm.config import Config
 from resilient_llm.errors import ConfigError
 from resilient_llm.logs import LogSink, make_logger
-from resilient_llm.protocol import build_messages
+from resilient_llm.protocol import build_messages, check_sendable, extra_fields
 from resilient_llm.stack import Stack, build_stack
 from resilient_llm.types import ChatOptions, ChatRequest, ChatResult, Message
 from resilient_llm.validation import SECONDS, Check, int_in
@@ -78,7 +78,7 @@ class Engine:
         """Validate the arguments and build the request; ConfigError names what is wrong."""
         timeout = _option("timeout", options.get("timeout"), SECONDS)
         num_retries = _option("num_retries", options.get("num_retries"), int_in(0, 100))
-        return ChatRequest(
+        request = ChatRequest(
             model=self.model_name(model),
             messages=build_messages(messages, options.get("system"), options.get("user")),
             temperature=options.get("temperature"),
@@ -86,11 +86,13 @@ class Engine:
             top_p=options.get("top_p"),
             frequency_penalty=options.get("frequency_penalty"),
             presence_penalty=options.get("presence_penalty"),
-            extra_body=dict(options.get("extra_body") or {}),
+            extra_body=extra_fields(options.get("extra_body")),
             timeout=self.config.http.timeout if timeout is None else timeout,
             num_retries=self.config.retry.num_retries if num_retries is None else num_retries,
             raise_caller_errors=options.get("raise_caller_errors", True),
         )
+        check_sendable(request)
+        return request
 
     def model_name(self, model: str, source: str = "model") -> str:
         """The name sent for ``model``; a mapped name (bare OpenAI name on OpenRouter) is logged once."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from pathlib import Path
 
 import pytest
 
 from resilient_llm import ConfigError, Engine
 from resilient_llm.testing.fault_server import FaultServer
-from tests.conftest import fast_config
+from tests.conftest import MODEL, fast_config
 
 
 def test_a_log_file_that_cannot_be_opened_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
@@ -27,3 +29,31 @@ def test_a_missing_log_folder_is_created(tmp_path: Path, server: FaultServer) ->
     with Engine(fast_config(server.url, destination)):
         pass
     assert "engine_started" in destination.read_text()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"user": object()}, "messages[0]"),
+        ({"user": "q", "temperature": float("nan")}, "temperature"),
+        ({"user": "q", "extra_body": {"tags": {"a", "b"}}}, "extra_body['tags']"),
+        ({"user": "q", "extra_body": [("seed", 1)]}, "extra_body"),
+        ({"user": "q", "extra_body": {1: "x"}}, "extra_body"),
+        ({"messages": 5}, "messages"),
+    ],
+)
+@pytest.mark.parametrize("cache_mode", ["off", "read-write"])
+def test_arguments_json_cannot_carry_are_a_config_error_naming_them(
+    arguments: dict[str, object], named: str, cache_mode: str, server: FaultServer, tmp_path: Path
+) -> None:
+    """Sync and async, with the cache on or off: a ConfigError naming the argument, raised before anything is sent
+    (not a bare TypeError or ValueError from deep inside)."""
+    config = fast_config(server.url, cache_mode=cache_mode, cache_dir=str(tmp_path / "cache"))
+    with Engine(config) as engine:
+        options = {"temperature": 0, **arguments}
+        messages = options.pop("messages", None)
+        with pytest.raises(ConfigError, match=re.escape(named)):
+            engine.complete(MODEL, messages, **options)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match=re.escape(named)):
+            asyncio.run(engine.acomplete(MODEL, messages, **options))  # type: ignore[arg-type]
+    assert server.stats()["requests"] == 0
