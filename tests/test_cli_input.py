@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,57 @@ def test_stats_png_where_no_file_can_go_is_a_clear_error(tmp_path: Path) -> None
     assert done.returncode == 2
     assert str(blocker) in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_doctor_prints_a_non_ascii_title_on_any_terminal(encoding: str, tmp_path: Path) -> None:
+    """A title the terminal cannot encode is refused as configuration and shown escaped, not a UnicodeEncodeError."""
+    env = {
+        "OPENAI_API_KEY": "sk-or-v1-doctor",
+        "OPENAI_API_BASE": "http://127.0.0.1:9/v1",
+        "RESILIENT_LLM_APP_TITLE": "Tülu 图",
+        "RESILIENT_LLM_CACHE_DIR": str(tmp_path),
+        "PYTHONIOENCODING": encoding,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "resilient_llm.cli", "doctor"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        encoding=encoding,
+        errors="replace",
+        timeout=60,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr
+    assert "FAIL  config         RESILIENT_LLM_APP_TITLE=" in done.stdout
+    assert done.returncode == 1
+
+
+@pytest.mark.parametrize(
+    "models",
+    [
+        {"data": ["openai/gpt-4o-mini", 1, None, ["x"]]},
+        {"data": [{"id": ["unhashable"]}, {"id": {"a": 1}}, {"name": "no id"}]},
+        {"data": "openai/gpt-4o-mini"},
+        ["openai/gpt-4o-mini"],
+        "just text",
+    ],
+)
+def test_doctor_survives_a_models_list_of_odd_shapes(models: object, tmp_path: Path) -> None:
+    """/models answering non-objects, unhashable ids or no list at all: the model checks fail, doctor finishes."""
+    from resilient_llm.cli.doctor import run_checks
+    from resilient_llm.testing.fault_server import FaultServer
+
+    with FaultServer("clean") as server:
+        server.models_body = models
+        env = {
+            "OPENAI_API_KEY": "sk-or-v1-doctor",
+            "OPENAI_API_BASE": server.url,
+            "RUBRIC_JUDGE_MODEL": "openai/gpt-4o-mini",
+            "RESILIENT_LLM_CACHE_DIR": str(tmp_path),
+        }
+        checks = run_checks(env)
+    judge = [c for c in checks if c.name == "model" and "RUBRIC_JUDGE_MODEL" in c.detail]
+    assert [c.status for c in judge] == ["FAIL"]
+    assert [c.name for c in checks][-2:] == ["cache", "fallback"]

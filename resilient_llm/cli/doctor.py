@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib.util
+import io
 import os
+import sys
 from collections.abc import Mapping
 
 from resilient_llm import redact
@@ -101,7 +103,8 @@ async def _endpoint_checks(config: Config, env: Mapping[str, str]) -> list[Check
             return [Check("FAIL", "endpoint", f"GET {base_url}/models answered HTTP {status}")]
         checks.append(Check("PASS", "endpoint", f"{base_url} reachable"))
         data = body.get("data") if isinstance(body, dict) else None
-        known = {m.get("id") for m in data if isinstance(m, dict)} if isinstance(data, list) else set()
+        models = data if isinstance(data, list) else []
+        known = {m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)}
         checks += _model_checks(config, env, known)
         try:
             status, _ = await http.get_json("/key")
@@ -201,6 +204,8 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
 
 
 def main() -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a title or message the terminal cannot encode prints escaped
+        sys.stdout.reconfigure(errors="backslashreplace")
     env = dict(os.environ)
     redact.register(env_secrets(env))
     print("resilient-llm doctor")

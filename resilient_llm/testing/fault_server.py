@@ -138,6 +138,7 @@ class FaultServer:
         self._not_before: dict[str, float] = {}
         self._first_request_at: float | None = None
         self.down = False  # when True every request is answered 503 (a manual outage)
+        self.models_body: Any = None  # what GET /models answers instead of the known models, when set
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
@@ -263,7 +264,8 @@ class FaultServer:
             self.reset_stats()
             return _respond(writer, 200, {"reset": True})
         if method == "GET" and path.endswith("/models"):
-            return _respond(writer, 200, {"data": [{"id": m} for m in KNOWN_MODELS]})
+            models = self.models_body if self.models_body is not None else {"data": [{"id": m} for m in KNOWN_MODELS]}
+            return _respond(writer, 200, models)
         if method == "GET" and path.endswith("/key"):  # OpenRouter's "who am I" endpoint
             if not self._authorized(headers):
                 return _respond(writer, 401, {"error": {"code": 401, "message": "User not found."}})
