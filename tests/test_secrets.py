@@ -144,7 +144,8 @@ def test_a_debug_run_with_failures_leaks_no_key_and_no_url_password(
     seen += [f.message for f in result.failures]
     resilient_llm.shutdown()
 
-    seen.append(doctor_output({**env, "RESILIENT_LLM_FALLBACK_BASE_URL": fallback_with_password}))
+    doctor_env = {**env, "RESILIENT_LLM_FALLBACK_BASE_URL": fallback_with_password}
+    seen.append(doctor_output({**doctor_env, "RESILIENT_LLM_CACHE_REDIS_URL": locked_redis}))
     seen.append(doctor_output(with_password))
     log_text = (tmp_path / "debug.jsonl").read_text()
     cache_files = [p.read_bytes().decode("latin-1") for p in (tmp_path / "cache").rglob("*") if p.is_file()]
@@ -155,6 +156,7 @@ def test_a_debug_run_with_failures_leaks_no_key_and_no_url_password(
     assert {line.get("outcome") for line in events} >= {"error", "neutral", "fallback", "ok", "cached"}
     assert any(line["event"] == "engine_started" and line["litellm_base_url"] for line in events)
     assert "OPENAI_API_BASE" in str(refused.value)
+    assert "PASS  cache          redis store" in seen[-2]
     assert "FAIL  config" in seen[-1]
     assert cache_files
     for secret in SECRETS:
