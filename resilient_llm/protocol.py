@@ -51,10 +51,28 @@ def check_sendable(request: ChatRequest) -> None:
     parts += [(name, getattr(request, name)) for name in SAMPLING_FIELDS]
     parts += [(f"extra_body[{key!r}]", value) for key, value in request.extra_body.items()]
     for name, value in parts:
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise ConfigError(f"{name}={_short(value)} cannot be sent as JSON: {exc}", field=name) from None
+        if not _is_json(value):
+            raise ConfigError(
+                f"{name}={_short(value)} cannot be sent as JSON: expected text, finite numbers, true/false, null, "
+                "lists and objects",
+                field=name,
+            )
+
+
+def _is_json(value: Any, depth: int = 0) -> bool:
+    """What ``json.dumps(value, allow_nan=False)`` accepts, checked by type (a call's prompts are not encoded twice)."""
+    if value is None or isinstance(value, (str, int)):  # bool is an int
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if depth >= 100:  # json.dumps would hit a circular reference or the recursion limit
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_is_json(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        keys_ok = all(k is None or isinstance(k, (str, int, float)) for k in value)  # as json.dumps converts them
+        return keys_ok and all(_is_json(item, depth + 1) for item in value.values())
+    return False
 
 
 def _short(value: Any) -> str:

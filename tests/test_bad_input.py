@@ -57,3 +57,10 @@ def test_arguments_json_cannot_carry_are_a_config_error_naming_them(
         with pytest.raises(ConfigError, match=re.escape(named)):
             asyncio.run(engine.acomplete(MODEL, messages, **options))  # type: ignore[arg-type]
     assert server.stats()["requests"] == 0
+
+
+def test_what_json_carries_is_sent_as_before(server: FaultServer) -> None:
+    """Integer keys (logit_bias by token id), tuples and nested objects are still accepted and answered."""
+    with Engine(fast_config(server.url)) as engine:
+        extra = {"logit_bias": {50256: -100}, "stop": ("\n\n",), "metadata": {"run": {"step": 3, "tags": ["a"]}}}
+        assert engine.complete(MODEL, user="q", temperature=0, extra_body=extra).outcome == "ok"
