@@ -96,7 +96,7 @@ class Engine:
 
     def model_name(self, model: str, source: str = "model") -> str:
         """The name sent for ``model``; a mapped name (bare OpenAI name on OpenRouter) is logged once."""
-        known = self._model_names.get(model)
+        known = self._model_names.get(model) if isinstance(model, str) else None  # else: ConfigError below
         if known is not None:
             return known
         name = self.config.model_name(model, source)

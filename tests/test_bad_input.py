@@ -64,3 +64,10 @@ def test_what_json_carries_is_sent_as_before(server: FaultServer) -> None:
     with Engine(fast_config(server.url)) as engine:
         extra = {"logit_bias": {50256: -100}, "stop": ("\n\n",), "metadata": {"run": {"step": 3, "tags": ["a"]}}}
         assert engine.complete(MODEL, user="q", temperature=0, extra_body=extra).outcome == "ok"
+
+
+@pytest.mark.parametrize("model", [["openai/gpt-4o-mini"], None, 42, "  "])
+def test_a_model_that_is_not_a_name_is_a_config_error(model: object, server: FaultServer) -> None:
+    """A list, None, a number or blanks as the model: a ConfigError naming 'model', not an unhashable-type crash."""
+    with Engine(fast_config(server.url)) as engine, pytest.raises(ConfigError, match="model"):
+        engine.complete(model, user="q")  # type: ignore[arg-type]
