@@ -27,6 +27,7 @@ from resilient_llm.layers.litellm_route import LiteLLMRouteConfig
 from resilient_llm.layers.retry import RetryConfig
 from resilient_llm.logs import LogConfig
 from resilient_llm.models import openrouter_name
+from resilient_llm.prometheus import MetricsConfig
 from resilient_llm.redact import url_secrets
 from resilient_llm.validation import Check, Secret, Validated, redact_url
 
@@ -46,6 +47,7 @@ class Config:
     fallback: FallbackConfig = dataclasses.field(default_factory=FallbackConfig)
     litellm: LiteLLMRouteConfig = dataclasses.field(default_factory=LiteLLMRouteConfig)
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
+    metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -78,11 +80,16 @@ class Config:
         return openrouter_name(model, source) if self.http.targets_openrouter else _non_empty(model, source)
 
     def secrets(self) -> list[str]:
-        """Every credential this configuration holds: the keys and the passwords in its URLs and the proxies'."""
-        urls = [self.http.base_url, self.litellm.base_url, self.cache.redis_url, self.breaker.redis_url]
-        urls += urllib.request.getproxies().values()
-        found = [self.http.api_key.reveal(), self.litellm.api_key.reveal()]
-        return [secret for url in urls if url for secret in url_secrets(url)] + [s for s in found if s]
+        """Every credential this configuration holds: its keys, the passwords in its URLs, and the proxies'."""
+        found: list[str] = []
+        for name, _ in SECTIONS:
+            for value in dataclasses.asdict(getattr(self, name)).values():
+                if isinstance(value, Secret):
+                    found.append(value.reveal())
+                elif isinstance(value, str) and "://" in value:
+                    found += url_secrets(value)
+        found += [secret for url in urllib.request.getproxies().values() for secret in url_secrets(url)]
+        return [secret for secret in found if secret]
 
     def describe(self) -> dict[str, object]:
         """The configuration as logged at start-up: every field, secrets only as set or missing, no URL password."""
@@ -123,6 +130,7 @@ SECTIONS: tuple[tuple[str, type[Validated]], ...] = (
     ("fallback", FallbackConfig),
     ("litellm", LiteLLMRouteConfig),
     ("log", LogConfig),
+    ("metrics", MetricsConfig),
 )
 
 ENVIRONMENT: tuple[Variable, ...] = (
@@ -139,8 +147,13 @@ ENVIRONMENT: tuple[Variable, ...] = (
     Variable(PREFIX + "BACKOFF_MAX", "retry", "backoff_max"),
     Variable(PREFIX + "RETRY_AFTER_MAX", "retry", "retry_after_max"),
     Variable("OPENROUTER_MAX_CONCURRENT_CALLS", "limit", "max_concurrent"),
+    Variable(PREFIX + "CONCURRENCY", "limit", "mode"),
+    Variable(PREFIX + "CONCURRENCY_INITIAL", "limit", "initial"),
+    Variable(PREFIX + "LIMIT_REDIS_URL", "limit", "redis_url"),
     Variable(PREFIX + "BREAKER_FAIL_MAX", "breaker", "fail_max"),
     Variable(PREFIX + "BREAKER_RESET_TIMEOUT", "breaker", "reset_timeout"),
+    Variable(PREFIX + "BREAKER_RESET_TIMEOUT_MAX", "breaker", "reset_timeout_max"),
+    Variable(PREFIX + "OUTAGE_WAIT", "breaker", "outage_wait"),
     Variable(PREFIX + "BREAKER_HALF_OPEN_TRIALS", "breaker", "half_open_trials"),
     Variable(PREFIX + "BREAKER_SUCCESS_THRESHOLD", "breaker", "success_threshold"),
     Variable(PREFIX + "BREAKER_REDIS_URL", "breaker", "redis_url"),
@@ -165,6 +178,8 @@ ENVIRONMENT: tuple[Variable, ...] = (
     Variable(PREFIX + "LOG_FORMAT", "log", "format"),
     Variable(PREFIX + "LOG_LEVEL", "log", "level"),
     Variable(PREFIX + "LOG_PROMPTS", "log", "prompts"),
+    Variable(PREFIX + "METRICS_PORT", "metrics", "port"),
+    Variable(PREFIX + "METRICS_HOST", "metrics", "host"),
 )
 
 

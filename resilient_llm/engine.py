@@ -18,7 +18,9 @@ from resilient_llm import redact
 from resilient_llm.config import Config
 from resilient_llm.errors import ConfigError
 from resilient_llm.logs import LogSink, make_logger
+from resilient_llm.prometheus import exporter
 from resilient_llm.protocol import build_messages, check_sendable, extra_fields
+from resilient_llm.recorder import Gauges, Metrics
 from resilient_llm.stack import Stack, build_stack
 from resilient_llm.types import ChatOptions, ChatRequest, ChatResult, Message
 from resilient_llm.validation import SECONDS, Check, int_in
@@ -47,6 +49,8 @@ class Engine:
         self._closed = False
         self._model_names: dict[str, str] = {}
         redact.register(config.secrets())  # before the first log line or error message
+        self._metrics = Metrics(gauges=self._gauges)
+        self._exporter = exporter(config.metrics, self._metrics)  # ConfigError without prometheus-client
         self._sink = LogSink(config.log.file)
         self.log = make_logger(config.log, self._sink)
         self._loop = asyncio.new_event_loop()
@@ -54,7 +58,7 @@ class Engine:
         self._thread.start()
 
         async def build() -> Stack:  # built on the engine loop, where its primitives will live
-            return build_stack(config, self.log, transport=transport, sleep=sleep, rng=rng)
+            return build_stack(config, self.log, transport=transport, sleep=sleep, rng=rng, metrics=self._metrics)
 
         try:
             self._stack = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
@@ -71,6 +75,8 @@ class Engine:
             pid=self._pid,
             **config.describe(),
         )
+        if self._exporter is not None:
+            self._exporter.start(self.log)
 
     def request(
         self, model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
@@ -157,12 +163,29 @@ class Engine:
         """Attempts holding a concurrency slot right now."""
         return self._stack.limit.in_flight
 
+    def metrics(self) -> dict[str, float]:
+        """What happened since the previous call (or the engine's start), as ``llm/...`` numbers for wandb or
+        TensorBoard: calls and shares by outcome, latency percentiles, attempts, tokens, cost, cache, breaker,
+        concurrency (the README lists every key)."""
+        return self._metrics.snapshot()
+
+    def _gauges(self) -> Gauges:
+        """The engine's state for metrics, read from any thread without blocking (the breaker's last seen state)."""
+        return Gauges(
+            in_flight=self._stack.limit.in_flight,
+            concurrency_limit=self._stack.limit.limit,
+            breaker_state=self._stack.breaker.status.state,
+            breaker_trips=self._stack.breaker.status.trips,
+        )
+
     def close(self, timeout: float = 5.0) -> None:
         """Cancel calls still running, close the connection pool and stop the loop thread. Idempotent."""
         if self._closed or os.getpid() != self._pid:
             self._closed = True
             return
         self._closed = True
+        if self._exporter is not None:
+            self._exporter.stop()
 
         async def shutdown() -> None:
             current = asyncio.current_task()
@@ -237,6 +260,13 @@ def _forget_in_child() -> None:
     global _default, _default_lock
     _default = None
     _default_lock = threading.Lock()
+
+
+def metrics() -> dict[str, float]:
+    """What the process-wide engine did since the previous call, as ``llm/...`` numbers ready for
+    ``wandb.log(resilient_llm.metrics(), step=step)``; empty while no engine runs (e.g. USE_OPENROUTER_DIRECT=false)."""
+    engine = _default
+    return {} if engine is None else engine.metrics()
 
 
 def complete(model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]) -> ChatResult:

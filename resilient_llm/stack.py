@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,14 +15,17 @@ from resilient_llm.layers.cache import CacheConfig, CacheHandler, CacheMode
 from resilient_llm.layers.fallback import FallbackHandler
 from resilient_llm.layers.hedge import HedgeHandler
 from resilient_llm.layers.http import HTTPHandler
-from resilient_llm.layers.limit import LimitHandler
+from resilient_llm.layers.limit import LimitConfig, LimitHandler
 from resilient_llm.layers.litellm_route import LiteLLMHandler
 from resilient_llm.layers.observe import ObserveHandler
 from resilient_llm.layers.retry import RetryHandler, Sleep
+from resilient_llm.layers.shared_permits import SharedPermits
+from resilient_llm.recorder import Metrics
 from resilient_llm.stores import CacheStore
 from resilient_llm.stores.breaker_state import SharedBreakerStorage
 from resilient_llm.stores.disk import DiskStore
 from resilient_llm.stores.redis import RedisStore
+from resilient_llm.stores.shared_limit import SharedLimit
 from resilient_llm.types import Handler
 
 if TYPE_CHECKING:
@@ -39,6 +43,7 @@ class Stack:
     http: HTTPHandler
 
     async def aclose(self) -> None:
+        await self.limit.aclose()
         await self.http.aclose()
         if self.cache is not None:
             await self.cache.aclose()
@@ -54,12 +59,21 @@ def make_store(config: CacheConfig) -> CacheStore | None:
 
 
 def make_breaker(
-    config: BreakerConfig, inner: Handler, route: str, endpoint: str, logger: Any, status: BreakerStatus | None = None
+    config: BreakerConfig,
+    inner: Handler,
+    route: str,
+    endpoint: str,
+    logger: Any,
+    *,
+    outage_wait: float,
+    status: BreakerStatus | None = None,
 ) -> BreakerHandler:
-    """A breaker for one route; its state shared through Redis when ``config.redis_url`` is set."""
+    """A breaker for one route; its state (and its trials) shared through Redis when ``config.redis_url`` is set."""
     storage: pybreaker.CircuitBreakerStorage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+    claim_trial: Callable[[float], bool] = lambda period_s: True  # noqa: E731
     if config.redis_url:
-        storage = SharedBreakerStorage(config.redis_url, route, endpoint, logger)
+        shared = SharedBreakerStorage(config.redis_url, route, endpoint, logger)
+        storage, claim_trial = shared, shared.claim_trial
     breaker = pybreaker.CircuitBreaker(
         fail_max=config.fail_max,
         reset_timeout=config.reset_timeout,
@@ -68,8 +82,26 @@ def make_breaker(
         name=route,
     )
     return BreakerHandler(
-        inner, breaker, storage, route=route, half_open_trials=config.half_open_trials, logger=logger, status=status
+        inner,
+        breaker,
+        storage,
+        config,
+        route=route,
+        logger=logger,
+        outage_wait=outage_wait,
+        claim_trial=claim_trial,
+        status=status,
     )
+
+
+def make_shared(config: Config, logger: Any) -> SharedPermits | None:
+    """Permits, limit and gate shared through Redis when a URL is set (the breaker's, unless the limit has its own):
+    processes that share a breaker train against the same account, whose limits are per account, not per process."""
+    url = config.limit.redis_url or config.breaker.redis_url
+    if not url:
+        return None
+    endpoint = f"{config.http.base_url}\n{config.http.api_key.reveal()}"  # only its hash reaches Redis
+    return SharedPermits(SharedLimit(url, endpoint, logger, max_limit=config.limit.ceiling))
 
 
 def build_stack(
@@ -79,26 +111,37 @@ def build_stack(
     transport: httpx.AsyncBaseTransport | None = None,
     sleep: Sleep | None = None,
     rng: random.Random | None = None,
+    metrics: Metrics | None = None,
 ) -> Stack:
     """observe → cache → fallback(primary: retry → breaker → [hedge] → limit → http; then litellm, neutral)."""
-    http = HTTPHandler(config.http, config.limit.max_concurrent, transport)
-    limit = LimitHandler(http, config.limit.max_concurrent)
+    http = HTTPHandler(config.http, config.limit.ceiling, transport)
     status = BreakerStatus()
+    limit = LimitHandler(
+        http, config.limit, logger=logger, may_send=status.may_send, shared=make_shared(config, logger)
+    )
     attempt: Handler = limit
     if config.hedge.enabled:
         attempt = HedgeHandler(
             limit,
             config.hedge,
-            may_hedge=lambda: status.state == pybreaker.STATE_CLOSED and limit.in_flight < limit.max_concurrent,
+            may_hedge=lambda: status.state == pybreaker.STATE_CLOSED and limit.in_flight < limit.limit,
             logger=logger,
         )
-    breaker = make_breaker(config.breaker, attempt, "openrouter", config.http.base_url, logger, status)
+    has_other_provider = "litellm" in config.fallback.routes and bool(config.litellm.model)
+    # Another provider answering now beats waiting out an outage; with none, calls wait for the endpoint.
+    outage_wait = 0.0 if has_other_provider else config.breaker.outage_wait
+    breaker = make_breaker(
+        config.breaker, attempt, "openrouter", config.http.base_url, logger, outage_wait=outage_wait, status=status
+    )
     retry = RetryHandler(breaker, config.retry, sleep=sleep, rng=rng, interrupt=status.opened)
     routes: list[tuple[str, Handler]] = []
-    if "litellm" in config.fallback.routes and config.litellm.model:
-        litellm = LimitHandler(LiteLLMHandler(config.litellm), config.limit.max_concurrent)
+    if has_other_provider:
+        litellm = LimitHandler(
+            LiteLLMHandler(config.litellm), LimitConfig(mode="fixed", max_concurrent=config.limit.ceiling)
+        )
         endpoint = f"{config.litellm.base_url}/{config.litellm.model}"
-        routes.append(("litellm", make_breaker(config.breaker, litellm, "litellm", endpoint, logger)))
+        route_breaker = make_breaker(config.breaker, litellm, "litellm", endpoint, logger, outage_wait=0.0)
+        routes.append(("litellm", route_breaker))
     fallback = FallbackHandler(retry, routes, config.fallback)
     store = make_store(config.cache)
     cache = None
@@ -111,5 +154,5 @@ def build_stack(
             neutral_text=config.fallback.neutral_text,
             logger=logger,
         )
-    observe = ObserveHandler(cache or fallback, logger, log_prompts=config.log.prompts)
+    observe = ObserveHandler(cache or fallback, logger, log_prompts=config.log.prompts, metrics=metrics)
     return Stack(top=observe, cache=cache, breaker=breaker, limit=limit, http=http)

@@ -269,3 +269,14 @@ def test_a_failed_start_leaves_no_engine_thread(server: FaultServer, monkeypatch
     with pytest.raises(ConfigError, match="cannot be built"):
         Engine(fast_config(server.url))
     assert engine_threads() == before
+
+
+def test_retry_after_zero_does_not_make_a_request_storm(make_engine: Callable[..., Engine]) -> None:
+    """A 429 with "Retry-After: 0" over and over: the call backs off (a handful of requests in 2 s, not 100)."""
+    with FaultServer("clean", retry_after_s=0.0) as zero:
+        engine = make_engine(base_url=zero.url, backoff_base=0.5, backoff_max=8.0, deadline=2.0)
+        zero.script(*["http_429"] * 100)
+        result = engine.complete(MODEL, user="q")
+        requests = zero.stats()["requests"]
+    assert result.outcome is Outcome.NEUTRAL
+    assert requests <= 10

@@ -109,3 +109,24 @@ def test_parse_retry_after_http_date() -> None:
     past = email.utils.formatdate(now - 30, usegmt=True)
     assert parse_retry_after({"Retry-After": future}, now=now) == pytest.approx(30.0)
     assert parse_retry_after({"Retry-After": past}, now=now) == 0.0
+
+
+@pytest.mark.parametrize("header", ["0", "past date"])
+def test_a_retry_after_of_no_time_still_backs_off(header: str) -> None:
+    """A Retry-After of 0 or a date already past is no licence to hammer: the waits grow like the backoff."""
+    now = 1_800_000_000.0
+    value = email.utils.formatdate(now - 30, usegmt=True) if header == "past date" else header
+    retry_after = parse_retry_after({"Retry-After": value}, now=now)
+    assert retry_after == 0.0
+    error = ErrorResponse("slow down", kind="http_429", status=429, retry_after=retry_after)
+    rng = random.Random(3)
+    for _ in range(20):
+        total = sum(retry_wait(n, error, base=0.5, cap=8.0, retry_after_max=60.0, rng=rng) for n in range(1, 11))
+        assert total > 5.0  # ten attempts take seconds, not the milliseconds an obeyed 0 gives
+
+
+def test_a_short_retry_after_is_never_shortened_by_the_backoff_floor() -> None:
+    """Below the backoff base the wait is the larger of the backoff and what the server asked."""
+    error = ErrorResponse("slow down", kind="http_429", status=429, retry_after=0.3)
+    rng = random.Random(5)
+    assert all(retry_wait(1, error, base=0.5, cap=8.0, retry_after_max=60.0, rng=rng) >= 0.3 for _ in range(200))

@@ -17,6 +17,7 @@ from typing import Any
 
 from resilient_llm.dropin.config import trainer_config
 from resilient_llm.engine import Engine, default_engine
+from resilient_llm.recorder import Source, register_source
 from resilient_llm.types import ChatResult, Outcome
 
 JUDGE_SYSTEM_PROMPT = (
@@ -73,6 +74,22 @@ def judge_counters() -> JudgeCounters:
     return TALLY.snapshot()
 
 
+def _tally_counts() -> dict[str, int]:
+    now = TALLY.snapshot()
+    return {
+        "judge_calls": now.calls,
+        "judge_real": now.real,
+        "judge_neutral": now.neutral,
+        "judge_unparseable": now.unparseable,
+    }
+
+
+# The engine's metrics (resilient_llm.metrics(), the Prometheus exporter) report the judge without importing it.
+register_source(
+    "judge", Source(_tally_counts, {"judge_neutral_share": (("judge_neutral", "judge_unparseable"), "judge_calls")})
+)
+
+
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
@@ -120,15 +137,17 @@ def judge_messages(
     return [{"role": "system", "content": system_prompt or JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
+def score_kind(result: ChatResult, score: float | None) -> str:
+    """How a judge call counts: ``real`` (a readable score), ``unparseable`` (an answer without one) or ``neutral``."""
+    if result.outcome not in ANSWERED:
+        return "neutral"
+    return "real" if score is not None else "unparseable"
+
+
 def score_result(result: ChatResult, scale: float, engine: Engine) -> float:
     """The score a finished judge call gives; counts it, and logs one ``judge_score`` line."""
     score = parse_score(result.text, scale) if result.outcome in ANSWERED else None
-    if score is not None:
-        kind = "real"
-    elif result.outcome in ANSWERED:
-        kind = "unparseable"
-    else:
-        kind = "neutral"
+    kind = score_kind(result, score)
     snapshot = TALLY.record(kind)
     final = trainer_config(engine.config).neutral_score if score is None else score
     engine.log.info(

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import resilient_llm
+from resilient_llm.dropin import judge
 from resilient_llm.dropin.config import trainer_config
 from resilient_llm.logs import CALL_EVENT
 from resilient_llm.protocol import SAMPLING_FIELDS
@@ -22,6 +23,8 @@ from resilient_llm.types import ChatOptions, next_call_id
 __all__ = ["call_openrouter", "call_openrouter_async"]
 
 LOGGER = logging.getLogger("open_instruct.search_rewards.utils.openrouter_replacement")
+
+DR_TULU_SCORE_SCALE = 2.0  # rubric_utils asks its judge for {"score": 0..2}
 
 # LiteLLM's own routing and client knobs: meaningless for a direct call, so not sent to the provider.
 _LITELLM_ONLY = frozenset(
@@ -55,15 +58,17 @@ def _answer_text(engine: resilient_llm.Engine, model: str, result: resilient_llm
     """The text the trainer gets; a judge call that ended neutral gets RESILIENT_LLM_JUDGE_NEUTRAL_TEXT when set.
 
     That is how DR Tulu's own, unmodified rubric_utils scores a failed judge call as the neutral value (e.g.
-    ``{"score": 1}`` is 0.5 after its division by 2) instead of 0.0. Judge calls are told apart by their model.
+    ``{"score": 1}`` is 0.5 after its division by 2) instead of 0.0. Judge calls are told apart by their model, and
+    counted in the judge tally (real score, unparseable reply, neutral) as our own judge counts its calls.
     """
     trainer = trainer_config(engine.config)
-    if (
-        result.outcome is resilient_llm.Outcome.NEUTRAL
-        and trainer.judge_neutral_text is not None
-        and trainer.judge_model is not None
-        and engine.model_name(model) == engine.model_name(trainer.judge_model)
-    ):
+    judge_model = trainer.judge_model
+    if judge_model is None or engine.model_name(model) != engine.model_name(judge_model):
+        return result.text
+    if judge_model != trainer.generation_model:  # the same model for both: judge calls cannot be told apart
+        score = judge.parse_score(result.text, DR_TULU_SCORE_SCALE) if result.outcome in judge.ANSWERED else None
+        judge.TALLY.record(judge.score_kind(result, score))  # the judge counters of resilient_llm.metrics()
+    if result.outcome is resilient_llm.Outcome.NEUTRAL and trainer.judge_neutral_text is not None:
         engine.log.warning("judge_neutral_text", model=model, text=trainer.judge_neutral_text)
         return trainer.judge_neutral_text
     return result.text

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx
 
 from resilient_llm.errors import ConnectionFailed, ProviderError, ProviderTimeout
+from resilient_llm.layers.body import ACCEPT_ENCODING, MAX_BODY_BYTES, read_body
 from resilient_llm.protocol import parse_response, request_body
 from resilient_llm.types import DEFAULT_TIMEOUT_S, ChatRequest, ChatResult
 from resilient_llm.validation import BOOL, HTTP_URL, SECONDS, Check, Secret, Validated, header_text, redact_url, setting
@@ -68,6 +71,11 @@ class HTTPConfig(Validated):
         return redact_url(proxy) if proxy else None
 
 
+WIND_DOWN_S = 5.0  # how long a stopped exchange may take to finish its clean-up (normally a few loop steps)
+
+
+WIND_DOWN_S = 5.0  # how long a stopped exchange may take to finish its clean-up (normally a few loop steps)
+
 _TIMEOUT_KINDS: dict[type[httpx.TimeoutException], str] = {
     httpx.ConnectTimeout: "connect_timeout",
     httpx.ReadTimeout: "read_timeout",
@@ -80,35 +88,97 @@ class HTTPHandler:
     """Sends one attempt; converts every httpx failure into our ProviderError tree."""
 
     def __init__(
-        self, config: HTTPConfig, max_connections: int, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        config: HTTPConfig,
+        max_connections: int,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self._config = config
+        self._max_connections = max_connections
+        self._max_body = max_body_bytes
         self._url = config.base_url + "/chat/completions"
         self._headers = _headers(config)
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            trust_env=not config.ignore_proxy,
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=30.0,
-            ),
+        self._transport = transport
+        self._client = self._new_client()
+        self._users: dict[httpx.AsyncClient, int] = {self._client: 0}  # exchanges running, per client
+        self._closing: set[asyncio.Task[None]] = set()
+        self.pool_renewals = 0
+
+    def _new_client(self) -> httpx.AsyncClient:
+        size = self._max_connections
+        return httpx.AsyncClient(
+            transport=self._transport,
+            trust_env=not self._config.ignore_proxy,
+            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0),
             follow_redirects=False,
         )
 
     async def handle(self, request: ChatRequest) -> ChatResult:
-        timeout = httpx.Timeout(request.timeout, connect=min(self._config.connect_timeout, request.timeout))
+        # httpcore's pool breaks when asyncio cancels it at some of its awaits (encode/httpcore#1093: a connection
+        # assigned to no request holds a pool slot for good, and its "shielded" clean-up can be interrupted too).
+        # So the exchange runs in a task of its own that only an anyio cancel scope stops, which httpcore's shields
+        # respect; a cancelled caller gets its CancelledError once the exchange has wound down (a few loop steps),
+        # so the concurrency slot above covers the exchange to its end and the pool never has a queue.
+        stop = anyio.CancelScope()
+        exchange = asyncio.ensure_future(self._exchange(request, stop))
         try:
-            # httpx times each read; the whole exchange (a server trickling bytes) is bounded here.
-            async with asyncio.timeout(request.timeout):
-                response = await self._client.post(
-                    self._url, json=request_body(request), headers=self._headers, timeout=timeout
-                )
-        except TimeoutError as exc:
-            raise ProviderTimeout(f"no complete answer within {request.timeout:g} s", kind="total_timeout") from exc
-        except httpx.HTTPError as exc:
-            raise _convert(exc) from exc
-        return parse_response(response.status_code, response.headers, response.content, request)
+            result = await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            stop.cancel()
+            await _wind_down(exchange)
+            raise
+        assert result is not None  # None only once stopped, and only a cancelled caller stops it
+        return result
+
+    async def _exchange(self, request: ChatRequest, stop: anyio.CancelScope) -> ChatResult | None:
+        connect = min(self._config.connect_timeout, request.timeout)
+        # No request ever waits for a connection (the limit above equals the pool size), so a pool timeout means
+        # the pool leaked a connection: it is replaced (see _renew).
+        timeout = httpx.Timeout(request.timeout, connect=connect, pool=connect)
+        client = self._client
+        self._users[client] += 1
+        try:
+            with stop:
+                try:
+                    # httpx times each read; the whole exchange (a server trickling bytes) is bounded here.
+                    with anyio.fail_after(request.timeout):
+                        body = request_body(request)
+                        async with client.stream(
+                            "POST", self._url, json=body, headers=self._headers, timeout=timeout
+                        ) as response:
+                            status, headers = response.status_code, response.headers
+                            content = await read_body(response.aiter_raw(), status, headers, self._max_body)
+                except TimeoutError as exc:
+                    raise ProviderTimeout(
+                        f"no complete answer within {request.timeout:g} s", kind="total_timeout"
+                    ) from exc
+                except httpx.PoolTimeout as exc:
+                    self._renew(client)
+                    raise _convert(exc) from exc
+                except httpx.HTTPError as exc:
+                    raise _convert(exc) from exc
+                return parse_response(status, headers, content, request)
+            return None  # stopped: the caller was cancelled and waits for no result
+        finally:
+            self._release(client)
+
+    def _renew(self, client: httpx.AsyncClient) -> None:
+        """Self-healing: a leaked pool is replaced by a fresh client; the old one closes when its last exchange ends."""
+        if client is not self._client or self._transport is not None:  # already renewed, or not ours to renew
+            return
+        self._client = self._new_client()
+        self._users[self._client] = 0
+        self.pool_renewals += 1
+
+    def _release(self, client: httpx.AsyncClient) -> None:
+        self._users[client] -= 1
+        if client is not self._client and self._users[client] == 0:
+            del self._users[client]
+            closing = asyncio.ensure_future(client.aclose())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def get_json(self, path: str) -> tuple[int, Any]:
         """GET ``{base}{path}`` with our headers (for ``doctor``): the status and the JSON body (None if not JSON)."""
@@ -122,11 +192,27 @@ class HTTPHandler:
             return response.status_code, None
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in list(self._users):
+            await client.aclose()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+async def _wind_down(exchange: asyncio.Future[Any]) -> None:
+    """Wait (a bounded time, whatever else is cancelled meanwhile) for a stopped exchange to finish its clean-up."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + WIND_DOWN_S
+    while not exchange.done() and loop.time() < give_up:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({exchange}, timeout=give_up - loop.time())
+    if not exchange.done():
+        exchange.cancel()  # a clean-up stuck this long: the pool's own timeout and _renew are the last resort
+    elif not exchange.cancelled():
+        exchange.exception()  # retrieved: nobody waits for this attempt's outcome any more
 
 
 def _headers(config: HTTPConfig) -> dict[str, str]:
     headers = {"Authorization": f"Bearer {config.api_key.reveal()}", "Content-Type": "application/json"}
+    headers["Accept-Encoding"] = ACCEPT_ENCODING  # only what layers/body.py decodes under its size cap
     if config.http_referer:
         headers["HTTP-Referer"] = config.http_referer
     if config.app_title:

@@ -27,10 +27,14 @@ def retry_wait(
 
     A Retry-After is obeyed exactly (plus up to 10% jitter, so a crowd told the same time does not return at once);
     one longer than ``retry_after_max`` ends the retries instead of being cut short, since retrying earlier than the
-    provider asked only earns another refusal.
+    provider asked only earns another refusal. One shorter than ``base`` ("Retry-After: 0", a date already past) is
+    no licence to hammer: the wait is then at least the backoff, which grows with the attempts.
     """
     if error.retry_after is None:
         return backoff_delay(attempt, base=base, cap=cap, rng=rng)
     if error.retry_after > retry_after_max:
         return math.inf
-    return error.retry_after + rng.uniform(0.0, 0.1 * error.retry_after)
+    asked = error.retry_after + rng.uniform(0.0, 0.1 * error.retry_after)
+    if error.retry_after < base:
+        return max(asked, backoff_delay(attempt, base=base, cap=cap, rng=rng))
+    return asked

@@ -109,3 +109,11 @@ class SharedBreakerStorage(pybreaker.CircuitBreakerStorage):
     def opened_at(self, now: datetime.datetime) -> None:
         self._local.opened_at = now
         self._shared(lambda: self._redis.set(self._prefix + "opened_at", now.timestamp()), lambda: None)
+
+    def claim_trial(self, period_s: float) -> bool:
+        """Whether this process may send the half-open trial: one claim per period across every process."""
+
+        def remote() -> bool:
+            return bool(self._redis.set(self._prefix + "trial", b"1", nx=True, px=max(1, int(period_s * 1000))))
+
+        return self._shared(remote, lambda: True)
