@@ -14,6 +14,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from resilient_llm.errors import ConfigError
+from resilient_llm.redact import log_processor
 from resilient_llm.validation import BOOL, TEXT, Validated, choice, setting
 
 CALL_EVENT = "llm_call"
@@ -43,9 +45,15 @@ class LogSink:
         elif destination == "off":
             self.file = None
         else:
-            parent = os.path.dirname(os.path.abspath(destination))
-            os.makedirs(parent, exist_ok=True)
-            self._owned = self.file = open(destination, "a", buffering=1, encoding="utf-8")  # noqa: SIM115  (lives as long as the engine)
+            try:  # a missing folder is made (the launcher's ./logs/ default relies on it)
+                os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
+                self._owned = self.file = open(destination, "a", buffering=1, encoding="utf-8")  # noqa: SIM115  (lives as long as the engine)
+            except OSError as exc:
+                raise ConfigError(
+                    f"RESILIENT_LLM_LOG_FILE={destination!r} cannot be opened for appending: {exc.strerror or exc}; "
+                    "expected stderr, stdout, off or the path of a file",
+                    field="file",
+                ) from None
 
     def close(self) -> None:
         if self._owned is not None:
@@ -67,6 +75,7 @@ def make_logger(config: LogConfig, sink: LogSink) -> Any:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
+            log_processor,  # last: the finished line, whatever put a secret into it
         ],
         wrapper_class=structlog.make_filtering_bound_logger(config.level if sink.file else "critical"),
         logger_name="resilient_llm",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 
 
@@ -28,9 +30,14 @@ def _stats(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"resilient-llm stats: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
-    print(json.dumps(report, indent=2) if args.json else stats.render_text(report))
+    print(json.dumps(report, indent=2, allow_nan=False) if args.json else stats.render_text(report))
     if args.png:
-        stats.plot(report, args.png)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(args.png)), exist_ok=True)
+            stats.plot(report, args.png)
+        except OSError as exc:
+            print(f"resilient-llm stats: cannot write {args.png}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     return 0
 
 
@@ -52,6 +59,17 @@ def _compare(args: argparse.Namespace) -> int:
     if args.png:
         compare.plot(a, b, args.png)
     return 0
+
+
+def _window(raw: str) -> float:
+    """--window: seconds, finite, from a millisecond to about 30 years (window numbers must stay integers)."""
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0.001 <= seconds <= 1e9:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0.001 to 1e9, got {raw!r}")
+    return seconds
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -88,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats_parser.add_argument(
         "--judge-model", default=None, help="with --compare: the judge model (default: RUBRIC_JUDGE_MODEL)"
     )
-    stats_parser.add_argument("--window", type=float, default=None, help="also group by windows of this many seconds")
+    stats_parser.add_argument("--window", type=_window, default=None, help="also group by windows of this many seconds")
     stats_parser.add_argument("--json", action="store_true", help="print the report as JSON")
     stats_parser.add_argument(
         "--png", default=None, help="write an outcome chart (with --compare: both latency CDFs) to this PNG file"

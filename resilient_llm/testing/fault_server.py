@@ -6,9 +6,8 @@ request, one drawn from a named profile. The draw is seeded by the seed, the bod
 so every client facing the same workload meets the same faults. It counts requests, connections, peak concurrency,
 faults by kind and Retry-After violations (a request repeated sooner than the Retry-After it was given).
 
-The ``capacity`` profile admits at most ``capacity`` requests at once (100 unless told; ``set_capacity`` or
-``POST /_capacity`` changes it while running) and answers the rest at once with 429 and Retry-After, as a
-concurrency-limited endpoint does. ``clean-500ms`` and ``capacity`` answer in 500 +- 100 ms, a short judge call.
+``capacity`` admits at most ``capacity`` requests at once (``set_capacity`` changes it while running) and answers the
+rest with an immediate 429 and Retry-After; ``clean-500ms`` and ``capacity`` answer in 500 +- 100 ms (a judge call).
 
 Run it alone with ``python -m resilient_llm.testing --profile flaky``; ``GET /_stats`` reports its counters, and
 ``POST /_down``, ``/_capacity``, ``/_script`` steer it (``RemoteFaultServer`` in ``testing/remote.py`` does so).
@@ -66,6 +65,7 @@ class FaultServer:
         self._first_request_at: float | None = None
         self.down = False  # when True every request meets ``down_kind`` (a manual outage)
         self.down_kind = "http_503"  # or "reset": every connection reset, as a dead load balancer does
+        self.models_body: Any = None  # what GET /models answers instead of the known models, when set
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
@@ -212,7 +212,8 @@ class FaultServer:
                 return respond(writer, 400, error_body(400, f'expected {{"capacity": n}}: {exc}'))
             return respond(writer, 200, {"capacity": self.capacity})
         if method == "GET" and path.endswith("/models"):
-            return respond(writer, 200, {"data": [{"id": m} for m in KNOWN_MODELS]})
+            models = self.models_body if self.models_body is not None else {"data": [{"id": m} for m in KNOWN_MODELS]}
+            return respond(writer, 200, models)
         if method == "GET" and path.endswith("/key"):  # OpenRouter's "who am I" endpoint
             if not self._authorized(headers):
                 return respond(writer, 401, {"error": {"code": 401, "message": "User not found."}})
@@ -231,7 +232,8 @@ class FaultServer:
             kind, delay, admitted = self._choose(body)
             if delay:
                 await asyncio.sleep(delay)
-            return await act(kind, body, writer, retry_after_s=self.retry_after_s, hang_s=self.hang_s)
+            authorization = headers.get("authorization", "")
+            return await act(kind, body, writer, self.retry_after_s, self.hang_s, authorization)
         finally:
             with self._lock:
                 self._counters.in_flight -= 1

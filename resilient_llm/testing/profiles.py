@@ -26,6 +26,7 @@ FAULT_KINDS = (
     "http_403",
     "http_404",
     "http_422",
+    "echo_auth",  # 401 whose message echoes the Authorization header (a careless gateway)
     "error_in_200",  # {"error": {...}} with status 200
     "bad_json",  # 200 with an HTML body
     "truncated_json",  # 200 with half a JSON document

@@ -16,7 +16,9 @@ REASONS |= {404: "Not Found", 408: "Request Timeout", 422: "Unprocessable Entity
 REASONS |= {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
-async def act(kind: str, body: bytes, writer: asyncio.StreamWriter, *, retry_after_s: float, hang_s: float) -> bool:
+async def act(
+    kind: str, body: bytes, writer: asyncio.StreamWriter, retry_after_s: float, hang_s: float, authorization: str = ""
+) -> bool:
     """Carry out one fault kind on the connection; False when the connection must end."""
     if kind == "hang":
         await asyncio.sleep(hang_s)
@@ -55,6 +57,8 @@ async def act(kind: str, body: bytes, writer: asyncio.StreamWriter, *, retry_aft
             status = int(kind[5:])
             page = f"<html><body><h1>{status} {REASONS[status]}</h1></body></html>".encode()
             return respond_raw(writer, status, "text/html", page)
+        case "echo_auth":
+            return respond(writer, 401, error_body(401, f"Incorrect API key provided: {authorization}"))
         case "error_in_200":
             return respond(writer, 200, error_body(502, "Upstream provider returned an error"))
         case "bad_json":
