@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from resilient_llm.cli.bench import LOCAL_KEY, Tally, client_environment, run_cell
+from resilient_llm.cli.bench_workload import LOCAL_KEY, Tally, client_environment, run_cell
 from resilient_llm.policy.percentiles import percentiles
 from resilient_llm.testing.remote import RemoteFaultServer
 
