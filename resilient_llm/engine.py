@@ -141,6 +141,11 @@ class Engine:
         return self._stack.breaker.trips
 
     @property
+    def log_lines_dropped(self) -> int:
+        """Log lines lost because the destination was stalled or failing (calls are never held up by logging)."""
+        return self._sink.dropped
+
+    @property
     def in_flight(self) -> int:
         """Attempts holding a concurrency slot right now."""
         return self._stack.limit.in_flight

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import resilient_llm
-from resilient_llm import Engine, Settings
+from resilient_llm import Engine, Settings, logs
 from resilient_llm.fault_server import FaultServer
 from resilient_llm.settings import Secret
 from tests.redis_server import RedisServer
@@ -84,6 +84,7 @@ def direct_env(server: FaultServer, log_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
+    logs.flush()  # lines are written by a background thread
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
