@@ -10,6 +10,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Unpack
@@ -39,6 +40,7 @@ class Engine:
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        _refuse_at_exit()
         self.settings = settings
         self._pid = os.getpid()
         self._closed = False
@@ -197,6 +199,7 @@ def _messages(messages: Sequence[Message] | None, system: str | None, user: str 
 
 _default: Engine | None = None
 _default_lock = threading.Lock()
+_exiting = False  # set at interpreter exit: from then on no engine is built
 
 
 def default_engine() -> Engine:
@@ -205,6 +208,7 @@ def default_engine() -> Engine:
     engine = _default
     if engine is not None:
         return engine
+    _refuse_at_exit()
     with _default_lock:
         if _default is None:
             _default = Engine(Settings.from_env())
@@ -239,5 +243,17 @@ async def acomplete(
     return await default_engine().acomplete(model, messages, **options)
 
 
+def _refuse_at_exit() -> None:
+    if _exiting or sys.is_finalizing():
+        # At exit a new loop thread may never start, and a call would wait for it forever (e.g. from a __del__).
+        raise RuntimeError("resilient_llm: the interpreter is exiting; no engine can start now")
+
+
+def _at_exit() -> None:
+    global _exiting
+    _exiting = True
+    shutdown()
+
+
 os.register_at_fork(after_in_child=_forget_in_child)
-atexit.register(shutdown)
+atexit.register(_at_exit)
