@@ -16,18 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from resilient_llm import Engine, Outcome, Settings, judge
-from resilient_llm.fault_server import PROFILES, RemoteFaultServer
-from resilient_llm.settings import Secret
-from resilient_llm.stats import percentiles
+from resilient_llm import Config, Engine, HTTPConfig, Outcome
+from resilient_llm.dropin import judge
+from resilient_llm.policy.percentiles import percentiles
+from resilient_llm.testing.fault_server import PROFILES, RemoteFaultServer
 
 MODEL = "openai/gpt-4o-mini"
 RESULTS = Path(__file__).parent / "results"
 
 
-def engine(url: str, log: str, **settings: Any) -> Engine:
-    values: dict[str, Any] = {"api_key": Secret("sk-bench-local"), "base_url": url, "cache_mode": "off"}
-    return Engine(Settings(**values, log_file=str(RESULTS / log), **settings))
+def engine(url: str, log: str, timeout: float = 600.0, **sections: Any) -> Engine:
+    config = Config(http=HTTPConfig(api_key="sk-bench-local", base_url=url, timeout=timeout))
+    return Engine(config.replace(cache={"mode": "off"}, log={"file": str(RESULTS / log)}, **sections))
 
 
 async def flaky(calls: int, concurrency: int) -> dict[str, Any]:
@@ -56,7 +56,7 @@ async def outage(reset_timeout: float, concurrency: int, duration: float) -> dic
     start_s, length_s = PROFILES["outage"].outage or (0.0, 0.0)
     rows: list[tuple[float, str, float]] = []
     with RemoteFaultServer("outage", latency_s=0.05) as server:
-        with engine(server.url, "breaker_outage.calls.jsonl", breaker_reset_timeout=reset_timeout) as eng:
+        with engine(server.url, "breaker_outage.calls.jsonl", breaker={"reset_timeout": reset_timeout}) as eng:
             began = time.monotonic()
 
             async def stream(worker: int) -> None:
@@ -93,8 +93,8 @@ async def outage(reset_timeout: float, concurrency: int, duration: float) -> dic
 
 
 async def judge_down(calls: int) -> dict[str, Any]:
-    judge.reset_judge_counters()
-    with engine("http://127.0.0.1:9/api/v1", "breaker_judge.calls.jsonl", fallback=("neutral",)) as eng:
+    judge.TALLY.reset()
+    with engine("http://127.0.0.1:9/api/v1", "breaker_judge.calls.jsonl", fallback={"routes": ("neutral",)}) as eng:
         scores = await asyncio.gather(
             *(
                 judge.score_property_async(MODEL, f"answer {i}", "question", "is correct", engine=eng)

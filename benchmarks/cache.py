@@ -24,10 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from resilient_llm import Engine, Settings
-from resilient_llm.fault_server import RemoteFaultServer
-from resilient_llm.settings import Secret
-from resilient_llm.stats import percentiles
+from resilient_llm import Config, Engine, HTTPConfig
+from resilient_llm.policy.percentiles import percentiles
+from resilient_llm.testing.fault_server import RemoteFaultServer
 
 MODEL = "openai/gpt-4o-mini"
 RESULTS = Path(__file__).parent / "results"
@@ -38,8 +37,10 @@ def latency_ms(samples: list[float]) -> dict[str, float | None]:
     return {f"{name}_ms": value for name, value in percentiles([x * 1e3 for x in samples]).items()}
 
 
-def engine(url: str, **settings: Any) -> Engine:
-    return Engine(Settings(api_key=Secret("sk-bench-local"), base_url=url, log_file="off", **settings))
+def engine(url: str, **cache: Any) -> Engine:
+    """An engine on ``url`` whose cache section has ``cache``'s fields changed."""
+    config = Config(http=HTTPConfig(api_key="sk-bench-local", base_url=url))
+    return Engine(config.replace(cache=cache, log={"file": "off"}))
 
 
 async def fill(eng: Engine, prefix: str, count: int, concurrency: int = 20) -> None:
@@ -123,9 +124,9 @@ def main() -> None:
             # 1. Hit latency, disk and Redis, 1,000 entries.
             hit_rows: dict[str, Any] = {}
             with redis_server() as redis_url:
-                stores: dict[str, dict[str, Any]] = {"disk": {"cache_dir": str(work / "hits")}}
+                stores: dict[str, dict[str, Any]] = {"disk": {"directory": str(work / "hits")}}
                 if redis_url:
-                    stores["redis"] = {"cache_redis_url": redis_url, "cache_dir": str(work / "unused")}
+                    stores["redis"] = {"redis_url": redis_url, "directory": str(work / "unused")}
                 for name, store in stores.items():
                     with engine(fast.url, **store) as eng:
                         asyncio.run(fill(eng, "hit", 1000))
@@ -143,7 +144,7 @@ def main() -> None:
                     for round_no in range(args.rounds):
                         for mode in rates:
                             where = work / f"miss-{latency}-{round_no}"
-                            options = {"cache_mode": "off"} if mode == "off" else {"cache_dir": str(where)}
+                            options = {"mode": "off"} if mode == "off" else {"directory": str(where)}
                             with engine(slow.url, **options) as eng:
                                 rate = asyncio.run(throughput(eng, f"miss {mode} {round_no}", calls))
                             rates[mode].append(rate)
@@ -157,7 +158,7 @@ def main() -> None:
             # 3. 10,000 entries under a size limit: hit latency early vs late, directory size.
             limit = args.size_limit_mb * 1024 * 1024
             big_dir = work / "big"
-            with engine(fast.url, cache_dir=str(big_dir), cache_size_limit=limit) as eng:
+            with engine(fast.url, directory=str(big_dir), size_limit_mb=args.size_limit_mb) as eng:
                 asyncio.run(fill(eng, "early", 500))
                 early = latency_ms(asyncio.run(hit_latencies(eng, "early", 500, args.hits)))
                 asyncio.run(fill(eng, "bulk", args.entries))

@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from resilient_llm import Engine, Outcome, Settings
-from resilient_llm.fault_server import RemoteFaultServer
-from resilient_llm.settings import Secret
-from resilient_llm.stats import percentiles
+from resilient_llm import Config, Engine, HTTPConfig, Outcome
+from resilient_llm.policy.percentiles import percentiles
+from resilient_llm.testing.fault_server import RemoteFaultServer
 
 MODEL = "openai/gpt-4o-mini"
 RESULTS = Path(__file__).parent / "results"
@@ -54,15 +53,9 @@ def main() -> None:
         log = RESULTS / f"hedge_{name}.calls.jsonl"
         log.unlink(missing_ok=True)
         with RemoteFaultServer("hangs", seed=3, latency_s=args.latency, hang_s=60) as server:
-            settings = Settings(
-                api_key=Secret("sk-bench-local"),
-                base_url=server.url,
-                timeout=args.timeout,
-                cache_mode="off",
-                hedge=hedge,
-                log_file=str(log),
-            )
-            with Engine(settings) as engine:
+            config = Config(http=HTTPConfig(api_key="sk-bench-local", base_url=server.url, timeout=args.timeout))
+            config = config.replace(cache={"mode": "off"}, hedge={"enabled": hedge}, log={"file": str(log)})
+            with Engine(config) as engine:
                 latencies, real = asyncio.run(run(engine, args.calls, args.concurrency))
             stats = server.stats()
         lines = [json.loads(x) for x in log.read_text().splitlines()]

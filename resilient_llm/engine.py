@@ -13,13 +13,17 @@ import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
+from resilient_llm.config import Config
 from resilient_llm.errors import ConfigError
 from resilient_llm.logs import LogSink, make_logger
-from resilient_llm.settings import Settings
+from resilient_llm.prometheus import exporter
+from resilient_llm.protocol import build_messages
+from resilient_llm.recorder import Gauges, Metrics
 from resilient_llm.stack import Stack, build_stack
 from resilient_llm.types import ChatOptions, ChatRequest, ChatResult, Message
+from resilient_llm.validation import SECONDS, Check, int_in
 
 if TYPE_CHECKING:
     import random
@@ -34,24 +38,27 @@ class Engine:
 
     def __init__(
         self,
-        settings: Settings,
+        config: Config,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
     ) -> None:
         _refuse_at_exit()
-        self.settings = settings
+        self.config = config
         self._pid = os.getpid()
         self._closed = False
-        self._sink = LogSink(settings.log_file)
-        self.log = make_logger(settings, self._sink)
+        self._model_names: dict[str, str] = {}
+        self._metrics = Metrics(gauges=self._gauges)
+        self._exporter = exporter(config.metrics, self._metrics)  # ConfigError without prometheus-client
+        self._sink = LogSink(config.log.file)
+        self.log = make_logger(config.log, self._sink)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="resilient-llm-engine", daemon=True)
         self._thread.start()
 
         async def build() -> Stack:  # built on the engine loop, where its primitives will live
-            return build_stack(settings, self.log, transport=transport, sleep=sleep, rng=rng)
+            return build_stack(config, self.log, transport=transport, sleep=sleep, rng=rng, metrics=self._metrics)
 
         try:
             self._stack = asyncio.run_coroutine_threadsafe(build(), self._loop).result()
@@ -66,34 +73,41 @@ class Engine:
             "engine_started",
             message="Using direct OpenRouter API calls instead of litellm",
             pid=self._pid,
-            **settings.describe(),
+            **config.describe(),
         )
+        if self._exporter is not None:
+            self._exporter.start(self.log)
 
     def request(
         self, model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
     ) -> ChatRequest:
         """Validate the arguments and build the request; ConfigError names what is wrong."""
-        s = self.settings
-        chat = _messages(messages, options.get("system"), options.get("user"))
-        timeout = options.get("timeout")
-        num_retries = options.get("num_retries")
-        if timeout is not None and not timeout > 0:
-            raise ConfigError(f"timeout={timeout!r} is not valid: expected a number of seconds > 0")
-        if num_retries is not None and not 0 <= num_retries <= 100:
-            raise ConfigError(f"num_retries={num_retries!r} is not valid: expected an integer 0..100")
+        timeout = _option("timeout", options.get("timeout"), SECONDS)
+        num_retries = _option("num_retries", options.get("num_retries"), int_in(0, 100))
         return ChatRequest(
-            model=s.check_model(model),
-            messages=chat,
+            model=self.model_name(model),
+            messages=build_messages(messages, options.get("system"), options.get("user")),
             temperature=options.get("temperature"),
             max_tokens=options.get("max_tokens"),
             top_p=options.get("top_p"),
             frequency_penalty=options.get("frequency_penalty"),
             presence_penalty=options.get("presence_penalty"),
             extra_body=dict(options.get("extra_body") or {}),
-            timeout=s.timeout if timeout is None else timeout,
-            num_retries=s.num_retries if num_retries is None else num_retries,
+            timeout=self.config.http.timeout if timeout is None else timeout,
+            num_retries=self.config.retry.num_retries if num_retries is None else num_retries,
             raise_caller_errors=options.get("raise_caller_errors", True),
         )
+
+    def model_name(self, model: str, source: str = "model") -> str:
+        """The name sent for ``model``; a mapped name (bare OpenAI name on OpenRouter) is logged once."""
+        known = self._model_names.get(model)
+        if known is not None:
+            return known
+        name = self.config.model_name(model, source)
+        if name != model.strip():
+            self.log.info("model_name_mapped", model=model, sent_as=name)
+        self._model_names[model] = name
+        return name
 
     def submit(self, request: ChatRequest) -> concurrent.futures.Future[ChatResult]:
         """Start the call on the engine loop; the future resolves exactly once."""
@@ -140,7 +154,7 @@ class Engine:
     @property
     def breaker_trips(self) -> int:
         """How often the OpenRouter route's breaker has opened."""
-        return self._stack.breaker.trips
+        return self._stack.breaker.status.trips
 
     @property
     def log_lines_dropped(self) -> int:
@@ -152,12 +166,29 @@ class Engine:
         """Attempts holding a concurrency slot right now."""
         return self._stack.limit.in_flight
 
+    def metrics(self) -> dict[str, float]:
+        """What happened since the previous call (or the engine's start), as ``llm/...`` numbers for wandb or
+        TensorBoard: calls and shares by outcome, latency percentiles, attempts, tokens, cost, cache, breaker,
+        concurrency (the README lists every key)."""
+        return self._metrics.snapshot()
+
+    def _gauges(self) -> Gauges:
+        """The engine's state for metrics, read from any thread without blocking (the breaker's last seen state)."""
+        return Gauges(
+            in_flight=self._stack.limit.in_flight,
+            concurrency_limit=self._stack.limit.max_concurrent,
+            breaker_state=self._stack.breaker.status.state,
+            breaker_trips=self._stack.breaker.status.trips,
+        )
+
     def close(self, timeout: float = 5.0) -> None:
         """Cancel calls still running, close the connection pool and stop the loop thread. Idempotent."""
         if self._closed or os.getpid() != self._pid:
             self._closed = True
             return
         self._closed = True
+        if self._exporter is not None:
+            self._exporter.stop()
 
         async def shutdown() -> None:
             current = asyncio.current_task()
@@ -183,27 +214,31 @@ class Engine:
         self.close()
 
 
-def _messages(messages: Sequence[Message] | None, system: str | None, user: str | None) -> tuple[Message, ...]:
-    if messages is not None:
-        if system is not None or user is not None:
-            raise ConfigError("pass either messages or system/user prompts, not both")
-        if not messages or not all(isinstance(m, Mapping) and "role" in m for m in messages):
-            raise ConfigError("messages must be a non-empty list of {'role': ..., 'content': ...} mappings")
-        return tuple(dict(m) for m in messages)
-    if user is None:
-        raise ConfigError("a call needs messages or a user prompt")
-    chat: list[Message] = [] if system is None else [{"role": "system", "content": system}]
-    chat.append({"role": "user", "content": user})
-    return tuple(chat)
+def _option(name: str, value: Any, check: Check[Any]) -> Any:
+    if value is not None and not check.valid(value):
+        raise ConfigError(f"{name}={value!r} is not valid: expected {check.accepted}", field=name)
+    return value
 
 
 _default: Engine | None = None
 _default_lock = threading.Lock()
 _exiting = False  # set at interpreter exit: from then on no engine is built
+_configured: Config | None = None
+
+
+def configure(config: Config | None) -> None:
+    """Use ``config`` for the process-wide engine from the next call on (None: the environment again).
+
+    The current process-wide engine, if any, is closed first, so no call runs under two configurations.
+    """
+    global _configured
+    shutdown()
+    _configured = config
 
 
 def default_engine() -> Engine:
-    """The process-wide engine, created on first use from the environment (after a fork, anew in the child)."""
+    """The process-wide engine, created on first use from ``configure``'s config or the environment (after a fork,
+    anew in the child)."""
     global _default
     engine = _default
     if engine is not None:
@@ -211,12 +246,13 @@ def default_engine() -> Engine:
     _refuse_at_exit()
     with _default_lock:
         if _default is None:
-            _default = Engine(Settings.from_env())
+            _default = Engine(_configured or Config.from_env())
         return _default
 
 
 def shutdown() -> None:
-    """Close the process-wide engine; the next call builds a new one from the environment as it is then."""
+    """Close the process-wide engine; the next call builds a new one (from the environment as it is then, unless
+    ``configure`` gave a config)."""
     global _default
     with _default_lock:
         engine, _default = _default, None
@@ -229,6 +265,13 @@ def _forget_in_child() -> None:
     global _default, _default_lock
     _default = None
     _default_lock = threading.Lock()
+
+
+def metrics() -> dict[str, float]:
+    """What the process-wide engine did since the previous call, as ``llm/...`` numbers ready for
+    ``wandb.log(resilient_llm.metrics(), step=step)``; empty while no engine runs (e.g. USE_OPENROUTER_DIRECT=false)."""
+    engine = _default
+    return {} if engine is None else engine.metrics()
 
 
 def complete(model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]) -> ChatResult:

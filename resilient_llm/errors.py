@@ -12,15 +12,15 @@
      │    └── BreakerOpen         the route's circuit breaker is open (or its half-open trial is taken): not sent
      └── CallFailed               failed for good: a caller mistake, or the retry budget (attempts or deadline)
                                   ran out; ``failures`` lists every attempt, ``last`` is the final ProviderError
+
+The classification of a ProviderError (retryable? backpressure? the caller's mistake?) lives here too, beside the
+tree it reads: the retry, breaker, hedge and fallback layers all ask the same three questions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from resilient_llm.types import FailedAttempt
+from dataclasses import dataclass
 
 
 class ResilientLLMError(Exception):
@@ -29,6 +29,10 @@ class ResilientLLMError(Exception):
 
 class ConfigError(ResilientLLMError, ValueError):
     """A setting or argument is invalid; the message names it, the value and what is accepted."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field  # the config field at fault, when one is
 
 
 class ProviderError(ResilientLLMError):
@@ -81,3 +85,54 @@ class CallFailed(ResilientLLMError):
         super().__init__(message)
         self.failures = tuple(failures)
         self.last = last
+
+
+TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+CALLER_MISTAKE_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
+BACKPRESSURE_STATUSES = frozenset({402, 429})
+IN_FLIGHT_BUDGET_EXHAUSTED = "in_flight_budget_exhausted"
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether another attempt could succeed where this one failed."""
+    if isinstance(error, (ConnectionFailed, ProviderTimeout, MalformedResponse)):
+        return True
+    if not isinstance(error, ErrorResponse):
+        return False
+    if error.status is None:  # an error object inside a 200 without a status: the upstream hiccupped
+        return True
+    if error.status == 402:  # payment required is final, unless OpenRouter says the budget frees up
+        return error.code == IN_FLIGHT_BUDGET_EXHAUSTED or error.retry_after is not None
+    return error.status in TRANSIENT_STATUSES or error.status >= 500
+
+
+def is_backpressure(error: BaseException) -> bool:
+    """The endpoint is up and asks us to slow down (429, or 402 in-flight budget): obeyed, not a failure.
+
+    Such attempts do not use up ``num_retries`` (a rate-limited judge call should wait, not turn into a neutral
+    reward); the deadline still bounds them.
+    """
+    return isinstance(error, ErrorResponse) and error.status in BACKPRESSURE_STATUSES and is_retryable(error)
+
+
+def is_caller_mistake(error: BaseException) -> bool:
+    """A failure only the caller can fix (bad request, bad key, unknown model)."""
+    return isinstance(error, ErrorResponse) and error.status in CALLER_MISTAKE_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    """What went wrong in one attempt, and how long the retry layer waited after it."""
+
+    kind: str
+    status: int | None = None
+    message: str = ""
+    wait_s: float | None = None
+    route: str = "openrouter"
+    backpressure: bool = False  # the endpoint asked us to slow down (429, in-flight budget)
+
+    @classmethod
+    def of(cls, error: BaseException, wait_s: float | None = None, route: str = "openrouter") -> FailedAttempt:
+        if isinstance(error, ProviderError):
+            return cls(error.kind, error.status, str(error.args[0]), wait_s, route, is_backpressure(error))
+        return cls(type(error).__name__, None, str(error), wait_s, route)

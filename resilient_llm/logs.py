@@ -14,11 +14,26 @@ import os
 import sys
 import threading
 import weakref
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import structlog
 
-from resilient_llm.settings import Settings
+from resilient_llm.validation import BOOL, TEXT, Validated, choice, setting
+
+CALL_EVENT = "llm_call"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class LogConfig(Validated):
+    """Where the JSON lines go (stderr, stdout, off, or a file path), in which format, from which level."""
+
+    file: str = setting("stderr", TEXT)
+    format: str = setting("json", choice(("json", "console"), joiner=" or "))
+    level: str = setting("info", choice(LOG_LEVELS))
+    prompts: bool = setting(False, BOOL)  # include the messages in llm_call lines
+
 
 DROPPED_EVENT = "log_lines_dropped"
 
@@ -175,11 +190,11 @@ def _reset_in_child() -> None:
 os.register_at_fork(after_in_child=_reset_in_child)
 
 
-def make_logger(settings: Settings, sink: LogSink) -> Any:
+def make_logger(config: LogConfig, sink: LogSink) -> Any:
     """A bound logger that renders to ``sink`` in the configured format and level."""
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)
-        if settings.log_format == "json"
+        if config.format == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     target: Any = _SinkLogger(sink) if sink.enabled else structlog.ReturnLogger()
@@ -190,6 +205,6 @@ def make_logger(settings: Settings, sink: LogSink) -> Any:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(settings.log_level if sink.enabled else "critical"),
+        wrapper_class=structlog.make_filtering_bound_logger(config.level if sink.enabled else "critical"),
         logger_name="resilient_llm",
     )

@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
-from collections.abc import Mapping
+import math
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from resilient_llm.errors import ErrorResponse, MalformedResponse
-from resilient_llm.policy.retry import parse_retry_after
-from resilient_llm.types import ChatRequest, ChatResult, Outcome, Usage
+from resilient_llm.errors import ConfigError, ErrorResponse, MalformedResponse
+from resilient_llm.types import ChatRequest, ChatResult, Message, Outcome, Usage
 
-_SAMPLING = ("temperature", "max_tokens", "top_p", "frequency_penalty", "presence_penalty")
+SAMPLING_FIELDS = ("temperature", "max_tokens", "top_p", "frequency_penalty", "presence_penalty")
+
+
+def prompt_messages(system: str | None, user: str | None) -> list[dict[str, Any]]:
+    """``[system?, user]`` as the chat format has them (no validation: the trainer's original path uses it too)."""
+    chat: list[dict[str, Any]] = [] if system is None else [{"role": "system", "content": system}]
+    chat.append({"role": "user", "content": user})
+    return chat
+
+
+def build_messages(messages: Sequence[Message] | None, system: str | None, user: str | None) -> tuple[Message, ...]:
+    """The messages of one call, from a list or from prompts; ConfigError when they cannot make a chat."""
+    if messages is not None:
+        if system is not None or user is not None:
+            raise ConfigError("pass either messages or system/user prompts, not both")
+        if not messages or not all(isinstance(m, Mapping) and "role" in m for m in messages):
+            raise ConfigError("messages must be a non-empty list of {'role': ..., 'content': ...} mappings")
+        return tuple(dict(m) for m in messages)
+    if user is None:
+        raise ConfigError("a call needs messages or a user prompt")
+    return tuple(prompt_messages(system, user))
 
 
 def request_body(request: ChatRequest) -> dict[str, Any]:
     """The JSON body of POST /chat/completions; unset sampling parameters are omitted."""
     body: dict[str, Any] = {"model": request.model, "messages": [dict(m) for m in request.messages]}
-    for name in _SAMPLING:
+    for name in SAMPLING_FIELDS:
         value = getattr(request, name)
         if value is not None:
             body[name] = value
@@ -94,3 +116,32 @@ def _usage(raw: Any) -> Usage:
 def _snippet(content: bytes) -> str:
     text = content[:200].decode("utf-8", errors="replace").strip()
     return text or "<empty body>"
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    raw_ms = lowered.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            value = float(raw_ms) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0:
+            return value
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+        return max(0.0, seconds)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pybreaker
 
-from resilient_llm.layers.breaker import BreakerHandler
-from resilient_llm.layers.cache import CacheHandler, CacheMode
+from resilient_llm.config import Config
+from resilient_llm.layers.breaker import BreakerConfig, BreakerHandler, BreakerStatus
+from resilient_llm.layers.cache import CacheConfig, CacheHandler, CacheMode
 from resilient_llm.layers.fallback import FallbackHandler
 from resilient_llm.layers.hedge import HedgeHandler
 from resilient_llm.layers.http import HTTPHandler
@@ -17,8 +19,7 @@ from resilient_llm.layers.limit import LimitHandler
 from resilient_llm.layers.litellm_route import LiteLLMHandler
 from resilient_llm.layers.observe import ObserveHandler
 from resilient_llm.layers.retry import RetryHandler, Sleep
-from resilient_llm.policy.hedge import HedgeBudget
-from resilient_llm.settings import Settings
+from resilient_llm.recorder import Metrics
 from resilient_llm.stores import CacheStore
 from resilient_llm.stores.breaker_state import SharedBreakerStorage
 from resilient_llm.stores.disk import DiskStore
@@ -45,82 +46,96 @@ class Stack:
             await self.cache.aclose()
 
 
-def make_store(settings: Settings) -> CacheStore | None:
+def make_store(config: CacheConfig) -> CacheStore | None:
     """The configured cache store, or None when caching is off."""
-    if settings.cache_mode == CacheMode.OFF:
+    if config.mode == CacheMode.OFF:
         return None
-    if settings.cache_redis_url:
-        return RedisStore(settings.cache_redis_url)
-    return DiskStore(settings.cache_dir, settings.cache_size_limit)
+    if config.redis_url:
+        return RedisStore(config.redis_url)
+    return DiskStore(config.directory, config.size_limit_mb * 1024 * 1024)
 
 
-def make_breaker(settings: Settings, inner: Handler, route: str, endpoint: str, logger: Any) -> BreakerHandler:
-    """A breaker for one route; its state shared through Redis when RESILIENT_LLM_BREAKER_REDIS_URL is set."""
-    storage = None
-    if settings.breaker_redis_url:
-        storage = SharedBreakerStorage(settings.breaker_redis_url, route, endpoint, logger)
+def make_breaker(
+    config: BreakerConfig,
+    inner: Handler,
+    route: str,
+    endpoint: str,
+    logger: Any,
+    *,
+    outage_wait: float,
+    status: BreakerStatus | None = None,
+) -> BreakerHandler:
+    """A breaker for one route; its state (and its trials) shared through Redis when ``config.redis_url`` is set."""
+    storage: pybreaker.CircuitBreakerStorage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+    claim_trial: Callable[[float], bool] = lambda period_s: True  # noqa: E731
+    if config.redis_url:
+        shared = SharedBreakerStorage(config.redis_url, route, endpoint, logger)
+        storage, claim_trial = shared, shared.claim_trial
     breaker = pybreaker.CircuitBreaker(
-        fail_max=settings.breaker_fail_max,
-        reset_timeout=settings.breaker_reset_timeout,
-        success_threshold=settings.breaker_success_threshold,
+        fail_max=config.fail_max,
+        reset_timeout=config.reset_timeout,
+        success_threshold=config.success_threshold,
         state_storage=storage,
         name=route,
     )
     return BreakerHandler(
         inner,
         breaker,
+        storage,
+        config,
         route=route,
-        half_open_trials=settings.breaker_half_open_trials,
         logger=logger,
-        blocking_storage=storage is not None,
+        outage_wait=outage_wait,
+        claim_trial=claim_trial,
+        status=status,
     )
 
 
 def build_stack(
-    settings: Settings,
+    config: Config,
     logger: Any,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     sleep: Sleep | None = None,
     rng: random.Random | None = None,
+    metrics: Metrics | None = None,
 ) -> Stack:
     """observe → cache → fallback(primary: retry → breaker → [hedge] → limit → http; then litellm, neutral)."""
-    http = HTTPHandler(settings, transport)
-    limit = LimitHandler(http, settings.max_concurrent)
+    http = HTTPHandler(config.http, config.limit.max_concurrent, transport)
+    status = BreakerStatus()
+    limit = LimitHandler(http, config.limit.max_concurrent, may_send=status.may_send)
     attempt: Handler = limit
-    if settings.hedge:
+    if config.hedge.enabled:
         attempt = HedgeHandler(
             limit,
-            quantile=settings.hedge_quantile,
-            floor_s=settings.hedge_min_delay,
-            cap_s=settings.hedge_max_delay,
-            budget=HedgeBudget(settings.hedge_budget),
-            may_hedge=lambda: breaker.local_state == "closed" and limit.in_flight < limit.max_concurrent,
+            config.hedge,
+            may_hedge=lambda: status.state == pybreaker.STATE_CLOSED and limit.in_flight < limit.max_concurrent,
             logger=logger,
         )
-    breaker = make_breaker(settings, attempt, "openrouter", settings.base_url, logger)
-    retry = RetryHandler(breaker, settings, sleep=sleep, rng=rng, interrupt=breaker.opened)
-    routes: list[tuple[str, Handler]] = []
-    if "litellm" in settings.fallback and settings.fallback_model:
-        litellm = LimitHandler(LiteLLMHandler(settings), settings.max_concurrent)
-        endpoint = f"{settings.fallback_base_url}/{settings.fallback_model}"
-        routes.append(("litellm", make_breaker(settings, litellm, "litellm", endpoint, logger)))
-    fallback = FallbackHandler(
-        retry, routes, neutral="neutral" in settings.fallback, neutral_text=settings.neutral_text
+    has_other_provider = "litellm" in config.fallback.routes and bool(config.litellm.model)
+    # Another provider answering now beats waiting out an outage; with none, calls wait for the endpoint.
+    outage_wait = 0.0 if has_other_provider else config.breaker.outage_wait
+    breaker = make_breaker(
+        config.breaker, attempt, "openrouter", config.http.base_url, logger, outage_wait=outage_wait, status=status
     )
-    store = make_store(settings)
+    retry = RetryHandler(breaker, config.retry, sleep=sleep, rng=rng, interrupt=status.opened)
+    routes: list[tuple[str, Handler]] = []
+    if has_other_provider:
+        litellm = LimitHandler(LiteLLMHandler(config.litellm), config.limit.max_concurrent)
+        endpoint = f"{config.litellm.base_url}/{config.litellm.model}"
+        route_breaker = make_breaker(config.breaker, litellm, "litellm", endpoint, logger, outage_wait=0.0)
+        routes.append(("litellm", route_breaker))
+    fallback = FallbackHandler(retry, routes, config.fallback)
+    store = make_store(config.cache)
     cache = None
     if store is not None:
         cache = CacheHandler(
             fallback,
             store,
-            mode=CacheMode(settings.cache_mode),
-            base_url=settings.base_url,
-            ttl=settings.cache_ttl,
-            cache_sampled=settings.cache_sampled,
-            neutral_text=settings.neutral_text,
+            config.cache,
+            base_url=config.http.base_url,
+            neutral_text=config.fallback.neutral_text,
             logger=logger,
-            fault_pause_s=settings.cache_fault_pause,
         )
-    observe = ObserveHandler(cache or fallback, logger, log_prompts=settings.log_prompts)
+    observe = ObserveHandler(cache or fallback, logger, log_prompts=config.log.prompts, metrics=metrics)
     return Stack(top=observe, cache=cache, breaker=breaker, limit=limit, http=http)

@@ -8,10 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
-from resilient_llm.errors import ProviderError
-from resilient_llm.policy.retry import is_backpressure
+from resilient_llm.errors import FailedAttempt
 
 Message = Mapping[str, Any]
+DEFAULT_TIMEOUT_S = 600.0  # the trainer's LITELLM_DEFAULT_TIMEOUT
+DEFAULT_NUM_RETRIES = 5  # the trainer's num_retries
 
 
 class Outcome(enum.StrEnum):
@@ -44,8 +45,8 @@ class ChatRequest:
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     extra_body: Mapping[str, Any] = field(default_factory=dict)
-    timeout: float = 600.0
-    num_retries: int = 5
+    timeout: float = DEFAULT_TIMEOUT_S
+    num_retries: int = DEFAULT_NUM_RETRIES
     raise_caller_errors: bool = True
     call_id: int = field(default_factory=next_call_id)
 
@@ -58,24 +59,6 @@ class Usage:
     completion_tokens: int | None = None
     total_tokens: int | None = None
     cost: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FailedAttempt:
-    """What went wrong in one attempt, and how long the retry layer waited after it."""
-
-    kind: str
-    status: int | None = None
-    message: str = ""
-    wait_s: float | None = None
-    route: str = "openrouter"
-    backpressure: bool = False  # the endpoint asked us to slow down (429, in-flight budget)
-
-    @classmethod
-    def of(cls, error: BaseException, wait_s: float | None = None, route: str = "openrouter") -> FailedAttempt:
-        if isinstance(error, ProviderError):
-            return cls(error.kind, error.status, str(error.args[0]), wait_s, route, is_backpressure(error))
-        return cls(type(error).__name__, None, str(error), wait_s, route)
 
 
 @dataclass(frozen=True, slots=True)

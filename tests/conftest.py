@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,9 +13,9 @@ from typing import Any
 import pytest
 
 import resilient_llm
-from resilient_llm import Engine, Settings, logs
-from resilient_llm.fault_server import FaultServer
-from resilient_llm.settings import Secret
+from resilient_llm import Config, Engine, HTTPConfig, logs
+from resilient_llm.config import SECTIONS
+from resilient_llm.testing.fault_server import FaultServer
 from tests.redis_server import RedisServer
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # keep LiteLLM off the internet: loopback only
@@ -34,20 +35,44 @@ def log_path(tmp_path: Path) -> Path:
     return tmp_path / "calls.jsonl"
 
 
-def fast_settings(base_url: str, log_file: Path | str = "off", **overrides: Any) -> Settings:
-    """Settings with short waits, so retries do not slow the suite."""
+def _field_of(flat: str) -> tuple[str, str]:
+    """``breaker_fail_max`` -> ("breaker", "fail_max"); a bare field name (``deadline``) finds its one section."""
+    aliases = {
+        "hedge": ("hedge", "enabled"),
+        "cache_dir": ("cache", "directory"),
+        "fallback_model": ("litellm", "model"),
+        "fallback_base_url": ("litellm", "base_url"),
+        "fallback_api_key": ("litellm", "api_key"),
+    }
+    if flat in aliases:
+        return aliases[flat]
+    for name, section in SECTIONS:
+        fields = {f.name for f in dataclasses.fields(section)}  # type: ignore[arg-type]
+        if flat.startswith(name + "_") and flat[len(name) + 1 :] in fields:
+            return name, flat[len(name) + 1 :]
+    owners = [name for name, section in SECTIONS if flat in {f.name for f in dataclasses.fields(section)}]  # type: ignore[arg-type]
+    if len(owners) != 1:
+        raise KeyError(f"no single config field named {flat!r}")
+    return owners[0], flat
+
+
+def fast_config(base_url: str, log_file: Path | str = "off", **overrides: Any) -> Config:
+    """A config with short waits, so retries do not slow the suite; ``overrides`` by flat name (``max_concurrent``)."""
     values: dict[str, Any] = {
-        "api_key": Secret(API_KEY),
-        "base_url": base_url,
-        "timeout": 2.0,
+        "http_timeout": 2.0,
         "connect_timeout": 1.0,
         "backoff_base": 0.01,
         "backoff_max": 0.05,
         "log_file": str(log_file),
         "cache_mode": "off",
+        **overrides,
     }
-    values.update(overrides)
-    return Settings(**values)
+    sections: dict[str, dict[str, Any]] = {}
+    for flat, value in values.items():
+        name, field = _field_of(flat)
+        sections.setdefault(name, {})[field] = value
+    http = HTTPConfig(api_key=API_KEY, base_url=base_url, **sections.pop("http", {}))
+    return Config(http=http).replace(**sections)
 
 
 @pytest.fixture
@@ -55,7 +80,7 @@ def make_engine(server: FaultServer, log_path: Path) -> Iterator[Callable[..., E
     engines: list[Engine] = []
 
     def make(**overrides: Any) -> Engine:
-        engine = Engine(fast_settings(overrides.pop("base_url", server.url), log_path, **overrides))
+        engine = Engine(fast_config(overrides.pop("base_url", server.url), log_path, **overrides))
         engines.append(engine)
         return engine
 
@@ -114,6 +139,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     try:
         redis = RedisServer(tmp_path).start()
     except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+        raise pytest.fail.Exception(str(exc), pytrace=False) from None  # not a skip: the dev extra brings one
     yield redis
     redis.kill()

@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from resilient_llm import Engine, Outcome, judge
+from resilient_llm import Engine, Outcome
+from resilient_llm.dropin import judge
 from resilient_llm.errors import BreakerOpen, ConnectionFailed, ErrorResponse, ProviderTimeout
-from resilient_llm.fault_server import FaultServer
 from resilient_llm.policy.breaker import Verdict, verdict
-from resilient_llm.settings import Secret
+from resilient_llm.testing.fault_server import FaultServer
+from resilient_llm.validation import Secret
 from tests.conftest import MODEL, read_log
 from tests.redis_server import RedisServer
 
-BREAKER = {"breaker_fail_max": 3, "breaker_reset_timeout": 0.5}
+BREAKER = {"breaker_fail_max": 3, "breaker_reset_timeout": 0.5, "breaker_outage_wait": 0.0}  # fail fast
 
 
 @pytest.mark.parametrize(
@@ -52,7 +53,7 @@ def breaker_events(log_path: Path) -> list[tuple[str, str]]:
 def test_outage_opens_fails_fast_probes_once_per_period_and_recovers(
     server: FaultServer, make_engine: Callable[..., Engine], log_path: Path
 ) -> None:
-    """Outage: opens in the first wave, then fails fast with one probe per reset period; recovery closes it."""
+    """With RESILIENT_LLM_OUTAGE_WAIT=0: opens in the first wave, fails fast, one probe per period; recovery closes."""
     engine = make_engine(**BREAKER, neutral_text="N")
     server.down = True
     first = engine.complete(MODEL, user="first")
@@ -63,12 +64,12 @@ def test_outage_opens_fails_fast_probes_once_per_period_and_recovers(
     fast = [engine.complete(MODEL, user=f"fast {i}") for i in range(20)]
     assert {r.outcome for r in fast} == {Outcome.NEUTRAL}
     assert server.stats()["requests"] == requests  # nothing reached the dead endpoint
-    time.sleep(0.6)
+    time.sleep(0.7)  # the first trial is due 0.5 s (+ up to 20% jitter) after the trip
     probed = [engine.complete(MODEL, user=f"probe {i}") for i in range(5)]
     assert {r.outcome for r in probed} == {Outcome.NEUTRAL}
     assert server.stats()["requests"] == requests + 1  # one trial, which failed
     server.down = False
-    time.sleep(0.6)
+    time.sleep(1.3)  # after a failed trial the next one is due twice as late
     recovered = [engine.complete(MODEL, user=f"back {i}") for i in range(5)]
     assert {r.outcome for r in recovered} == {Outcome.OK}
     assert engine.breaker_state == "closed"
@@ -89,7 +90,7 @@ def test_half_open_lets_one_trial_through_fifty_callers(make_engine: Callable[..
         engine.complete(MODEL, user="trip")
         assert engine.breaker_state == "open"
         slow.down = False
-        time.sleep(0.6)
+        time.sleep(0.7)
         slow.reset_stats()
 
         async def wave() -> list[Outcome]:
@@ -146,7 +147,9 @@ def test_caller_mistakes_and_cancellations_never_trip(server: FaultServer, make_
 def test_a_pending_retry_stops_backing_off_when_the_breaker_opens(make_engine: Callable[..., Engine]) -> None:
     """A call waiting out a 20 s Retry-After goes to the fallback as soon as other calls trip the breaker."""
     with FaultServer("clean", retry_after_s=20.0) as server:
-        engine = make_engine(base_url=server.url, breaker_fail_max=3, breaker_reset_timeout=60.0)
+        engine = make_engine(
+            base_url=server.url, breaker_fail_max=3, breaker_reset_timeout=60.0, breaker_outage_wait=0.0
+        )
         server.script("http_429")
 
         async def scenario() -> float:
@@ -198,10 +201,9 @@ def test_both_routes_down_give_the_neutral_judge_score(server: FaultServer, make
         **BREAKER,
         fallback_model="openai/gpt-4o-mini",
         fallback_base_url="http://127.0.0.1:9/v1",
-        neutral_score=0.5,
     )
     server.down = True
-    judge.reset_judge_counters()
+    judge.TALLY.reset()
     scores = [judge.score_property(MODEL, f"answer {i}", "question", "is correct", engine=engine) for i in range(10)]
     assert scores == [0.5] * 10
     counters = judge.judge_counters()
@@ -213,7 +215,7 @@ def test_judge_scores_real_answers_and_counts_unreadable_ones(
 ) -> None:
     """A real reply gives score/scale; an unreadable one gives the neutral score and is counted apart."""
     engine = make_engine()
-    judge.reset_judge_counters()
+    judge.TALLY.reset()
     score = asyncio.run(judge.score_property_async(MODEL, "resp", "q", "prop", engine=engine))
     assert score in (0.0, 0.5, 1.0)
     assert judge.judge_counters().real == 1
@@ -250,7 +252,9 @@ def test_two_processes_share_breaker_state_through_redis(
     server: FaultServer, make_engine: Callable[..., Engine], redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """A breaker tripped in one process makes another process fail fast without touching the endpoint."""
-    engine = make_engine(breaker_fail_max=3, breaker_reset_timeout=60.0, breaker_redis_url=redis_server.url)
+    engine = make_engine(
+        breaker_fail_max=3, breaker_reset_timeout=60.0, breaker_redis_url=redis_server.url, breaker_outage_wait=0.0
+    )
     server.down = True
     engine.complete(MODEL, user="trip")
     assert engine.breaker_state == "open"
@@ -261,6 +265,7 @@ def test_two_processes_share_breaker_state_through_redis(
         OPENAI_API_BASE=server.url,
         RESILIENT_LLM_BREAKER_REDIS_URL=redis_server.url,
         RESILIENT_LLM_BREAKER_RESET_TIMEOUT="60",
+        RESILIENT_LLM_OUTAGE_WAIT="0",
         RESILIENT_LLM_CACHE="off",
         RESILIENT_LLM_LOG_FILE=str(tmp_path / "second.jsonl"),
     )

@@ -17,9 +17,9 @@ import pytest
 
 from resilient_llm import ChatRequest, Engine, Outcome
 from resilient_llm.errors import MalformedResponse
-from resilient_llm.fault_server import FaultServer
 from resilient_llm.policy.cache import cache_key, decode_answer, encode_answer, is_cacheable
 from resilient_llm.protocol import parse_response
+from resilient_llm.testing.fault_server import FaultServer
 from tests.conftest import API_KEY, MODEL, call_lines, read_log
 from tests.redis_server import RedisServer
 

@@ -11,11 +11,11 @@ import httpcore
 
 from resilient_llm import Engine
 from resilient_llm.errors import ProviderError
-from resilient_llm.fault_server import FaultServer
 from resilient_llm.layers.http import HTTPHandler
 from resilient_llm.layers.limit import LimitHandler
+from resilient_llm.testing.fault_server import FaultServer
 from resilient_llm.types import ChatRequest, Outcome
-from tests.conftest import MODEL, fast_settings
+from tests.conftest import MODEL, fast_config
 
 
 def _request(text: str, timeout: float = 2.0) -> ChatRequest:
@@ -52,7 +52,7 @@ def test_cancellation_at_every_point_of_an_exchange_leaves_the_pool_usable(serve
         return steps
 
     async def sweeps() -> tuple[list[float], list[int]]:
-        http = HTTPHandler(fast_settings(server.url, max_concurrent=1))
+        http = HTTPHandler(fast_config(server.url).http, 1)
         limit = LimitHandler(http, 1)
         latencies: list[float] = []
         try:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from resilient_llm import stats
-from resilient_llm.cli import main
+from resilient_llm.cli import main, stats
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mixed.log"
 
@@ -65,6 +64,7 @@ def test_bench_quick_smoke_accounts_for_every_call(tmp_path: Path) -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
     report = json.loads((tmp_path / "bench.json").read_text())
     cells = report["cells"]
     assert {(c["client"], c["pattern"]) for c in cells} == {("litellm", "gather"), ("resilient_llm", "gather")}

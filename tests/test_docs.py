@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from resilient_llm.fault_server import FaultServer
+from resilient_llm.testing.fault_server import FaultServer
 from tests.test_install import make_checkout
 
 REPO = Path(__file__).parent.parent

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from resilient_llm.doctor import run_checks
-from resilient_llm.fault_server import FaultServer
+from resilient_llm.cli.doctor import run_checks
+from resilient_llm.testing.fault_server import FaultServer
 
 KEY = "sk-or-v1-doctor-test-key"
 
@@ -29,6 +29,8 @@ def environment(server_url: str, cache_dir: Path, **extra: str) -> dict[str, str
         "OPENAI_API_BASE": server_url,
         "RUBRIC_JUDGE_MODEL": "openai/gpt-4o-mini",
         "RUBRIC_GENERATION_MODEL": "openai/gpt-4.1-mini",
+        "CITATION_JUDGE_MODEL": "openai/gpt-4o-mini",
+        "HLE_JUDGE_MODEL": "openai/gpt-4.1-mini",
         "RESILIENT_LLM_CACHE_DIR": str(cache_dir),
         **extra,
     }
@@ -48,6 +50,8 @@ def test_everything_configured_passes(keyed_server: FaultServer, tmp_path: Path)
         "endpoint": "PASS",
         "model:RUBRIC_JUDGE_MODEL": "PASS",
         "model:RUBRIC_GENERATION_MODEL": "PASS",
+        "model:CITATION_JUDGE_MODEL": "PASS",
+        "model:HLE_JUDGE_MODEL": "PASS",
         "key": "PASS",
         "cache": "PASS",
         "fallback": "WARN",

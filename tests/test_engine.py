@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from resilient_llm import CallFailed, ConfigError, Engine, Outcome
-from resilient_llm.fault_server import FaultServer
+from resilient_llm.testing.fault_server import FaultServer
 from tests.conftest import MODEL, call_lines, read_log
 
 RETRYABLE = {
@@ -217,15 +217,16 @@ def test_api_key_never_leaves(server: FaultServer, make_engine: Callable[..., En
     engine.complete(MODEL, user="r")
     unreachable = make_engine(base_url="http://127.0.0.1:9/api/v1", num_retries=0).complete(MODEL, user="s")
     texts = [log_path.read_text(), str(info.value), repr(info.value.failures), repr(unreachable)]
-    texts += [repr(engine.settings), str(engine.settings.describe())]
+    texts += [repr(engine.config), str(engine.config.describe())]
     assert not [t for t in texts if API_KEY in t or API_KEY[6:20] in t]
 
 
 def test_bad_arguments_are_config_errors(make_engine: Callable[..., Engine]) -> None:
-    """Missing prompts, both messages and prompts, prefixless models and bad timeouts are caught before sending."""
+    """Missing prompts, both messages and prompts, unroutable models and bad timeouts are caught before sending."""
     engine = make_engine(base_url="https://openrouter.ai/api/v1")
-    with pytest.raises(ConfigError, match=r"openai/gpt-4\.1-mini"):
-        engine.request("gpt-4.1-mini", user="q")
+    assert engine.request("gpt-4.1-mini", user="q").model == "openai/gpt-4.1-mini"  # DR Tulu's bare OpenAI names
+    with pytest.raises(ConfigError, match=r"anthropic/claude-3\.5-haiku"):
+        engine.request("claude-3.5-haiku", user="q")
     with pytest.raises(ConfigError, match="not both"):
         engine.request(MODEL, [{"role": "user", "content": "q"}], user="q")
     with pytest.raises(ConfigError, match="user prompt"):
@@ -252,18 +253,21 @@ def test_rate_limits_do_not_use_up_the_retries(server: FaultServer, make_engine:
     assert server.stats()["retry_after_violations"] == 0
 
 
-def test_a_failed_start_leaves_no_engine_thread(server: FaultServer) -> None:
+def test_a_failed_start_leaves_no_engine_thread(server: FaultServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """When building the stack fails, the engine's loop thread is stopped before the error reaches the caller."""
-    from resilient_llm import Settings
-    from tests.conftest import fast_settings
+    from resilient_llm import engine as engine_module
+    from tests.conftest import fast_config
 
     def engine_threads() -> int:
         return sum(1 for t in threading.enumerate() if t.name == "resilient-llm-engine")
 
+    def failing_build(*args: object, **kwargs: object) -> object:
+        raise ConfigError("the store cannot be built")
+
+    monkeypatch.setattr(engine_module, "build_stack", failing_build)
     before = engine_threads()
-    settings: Settings = fast_settings(server.url, cache_mode="read-write", cache_redis_url="redis://127.0.0.1:x/0")
-    with pytest.raises(ValueError, match="Port"):
-        Engine(settings)
+    with pytest.raises(ConfigError, match="cannot be built"):
+        Engine(fast_config(server.url))
     assert engine_threads() == before
 
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from resilient_llm import Engine, Outcome
-from resilient_llm.fault_server import FaultServer
 from resilient_llm.policy.hedge import HedgeBudget, hedge_delay
+from resilient_llm.testing.fault_server import FaultServer
 from tests.conftest import MODEL, read_log
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from resilient_llm.cli import main
-from resilient_llm.install import BACKUP, SHIMS, InstallError, install, revert
+from resilient_llm.cli.install import BACKUP, SHIMS, InstallError, install, revert
 
 REPO = Path(__file__).parent.parent
 ORIGINAL_RUN_UTILS = b"import litellm\n\ndef run_litellm(model_name, user_prompt, system_prompt=None, **kw):\n    ...\n"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from resilient_llm import Engine, Outcome
-from resilient_llm.fault_server import FaultServer
-from tests.conftest import API_KEY, MODEL, fast_settings
+from resilient_llm.testing.fault_server import FaultServer
+from tests.conftest import API_KEY, MODEL, fast_config
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full (a disk that is always full)")
@@ -46,7 +46,7 @@ def _read_line(child: subprocess.Popen[bytes], timeout: float) -> bytes:
 @needs_dev_full
 def test_a_full_disk_never_changes_a_result(server: FaultServer) -> None:
     """With the log file on a full disk every call still returns its real answer; the lost lines are counted."""
-    with Engine(fast_settings(server.url, log_file="/dev/full")) as engine:
+    with Engine(fast_config(server.url, log_file="/dev/full")) as engine:
         results = [engine.complete(MODEL, user=f"q{i}") for i in range(20)]
     assert [r.outcome for r in results] == [Outcome.OK] * 20
     assert engine.log_lines_dropped == 21  # engine_started and one line per call
@@ -65,14 +65,16 @@ def test_a_full_disk_never_turns_the_drop_in_answer_empty(monkeypatch: pytest.Mo
 
 STALLED_PIPE_CHILD = """
 import json, sys, time
-from resilient_llm import Engine, Settings
+from resilient_llm import CacheConfig, Config, Engine, HTTPConfig, LogConfig
 from resilient_llm.logs import LogSink
-from resilient_llm.settings import Secret
 
 LogSink.MAX_QUEUED = 10  # a small buffer, so this short run also shows lines being dropped
-settings = Settings(api_key=Secret(sys.argv[2]), base_url=sys.argv[1], cache_mode="off", log_file="stderr",
-                    log_prompts=True, timeout=5.0)
-engine = Engine(settings)
+config = Config(
+    http=HTTPConfig(api_key=sys.argv[2], base_url=sys.argv[1], timeout=5.0),
+    cache=CacheConfig(mode="off"),
+    log=LogConfig(file="stderr", prompts=True),
+)
+engine = Engine(config)
 started = time.monotonic()
 outcomes = [str(engine.complete("openai/gpt-4o-mini", user=f"{i} " + "x" * 20_000).outcome) for i in range(50)]
 print(json.dumps({"outcomes": outcomes, "seconds": time.monotonic() - started}), flush=True)

@@ -8,8 +8,17 @@ import random
 
 import pytest
 
-from resilient_llm.errors import ConnectionFailed, ErrorResponse, MalformedResponse, ProviderError, ProviderTimeout
-from resilient_llm.policy.retry import backoff_delay, is_caller_mistake, is_retryable, parse_retry_after, retry_wait
+from resilient_llm.errors import (
+    ConnectionFailed,
+    ErrorResponse,
+    MalformedResponse,
+    ProviderError,
+    ProviderTimeout,
+    is_caller_mistake,
+    is_retryable,
+)
+from resilient_llm.policy.retry import backoff_delay, retry_wait
+from resilient_llm.protocol import parse_retry_after
 
 
 @pytest.mark.parametrize(

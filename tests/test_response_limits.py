@@ -16,7 +16,7 @@ from resilient_llm.errors import ErrorResponse, MalformedResponse, ProviderError
 from resilient_llm.layers.body import MAX_BODY_BYTES
 from resilient_llm.layers.http import HTTPHandler
 from resilient_llm.types import ChatRequest, ChatResult, Outcome
-from tests.conftest import MODEL, fast_settings
+from tests.conftest import MODEL, fast_config
 
 ANSWER = json.dumps(
     {"id": "gen-1", "model": MODEL, "choices": [{"message": {"role": "assistant", "content": "fine"}}]}
@@ -79,7 +79,7 @@ def _call(server: BodyServer, **handler_options: int) -> tuple[ChatResult | Prov
     """One attempt through the real HTTP layer; the result or error, seconds taken, peak traced memory."""
 
     async def attempt() -> ChatResult | ProviderError:
-        http = HTTPHandler(fast_settings(server.url, timeout=20.0), **handler_options)
+        http = HTTPHandler(fast_config(server.url, timeout=20.0).http, 20, **handler_options)
         try:
             return await http.handle(ChatRequest(model=MODEL, messages=({"role": "user", "content": "q"},)))
         except ProviderError as exc:

@@ -16,7 +16,7 @@ import pytest
 import resilient_llm
 from open_instruct.search_rewards.utils import run_utils
 from open_instruct.search_rewards.utils.openrouter_replacement import call_openrouter, call_openrouter_async
-from resilient_llm.fault_server import FaultServer
+from resilient_llm.testing.fault_server import FaultServer
 from tests.conftest import API_KEY, MODEL, call_lines
 
 pytestmark = pytest.mark.usefixtures("direct_env")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from resilient_llm.fault_server import FaultServer
+from resilient_llm.testing.fault_server import FaultServer
 from tests.conftest import API_KEY, MODEL
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from open_instruct.search_rewards.utils import run_utils
-from resilient_llm.fault_server import FaultServer
+from resilient_llm.testing.fault_server import FaultServer
 from tests.conftest import read_log
 
 JUDGE_MODEL = "openai/gpt-4o-mini"

@@ -12,13 +12,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import resilient_llm
+from resilient_llm.dropin import judge
+from resilient_llm.dropin.config import trainer_config
+from resilient_llm.protocol import SAMPLING_FIELDS
 from resilient_llm.types import ChatOptions
 
 __all__ = ["call_openrouter", "call_openrouter_async"]
 
 LOGGER = logging.getLogger("open_instruct.search_rewards.utils.openrouter_replacement")
 
-_SAMPLING = ("temperature", "max_tokens", "top_p", "frequency_penalty", "presence_penalty")
+DR_TULU_SCORE_SCALE = 2.0  # rubric_utils asks its judge for {"score": 0..2}
+
 # LiteLLM's own routing and client knobs: meaningless for a direct call, so not sent to the provider.
 _LITELLM_ONLY = frozenset(
     {"fallbacks", "api_base", "base_url", "api_key", "api_version", "custom_llm_provider", "metadata", "caching"}
@@ -38,10 +42,10 @@ def _options(
     if messages is None:
         options["system"] = system_prompt
         options["user"] = user_prompt
-    for name in _SAMPLING:
+    for name in SAMPLING_FIELDS:
         if chat_kwargs.get(name) is not None:
             options[name] = chat_kwargs[name]  # type: ignore[literal-required]
-    extra = {k: v for k, v in chat_kwargs.items() if k not in _SAMPLING and k not in _LITELLM_ONLY}
+    extra = {k: v for k, v in chat_kwargs.items() if k not in SAMPLING_FIELDS and k not in _LITELLM_ONLY}
     if extra:
         options["extra_body"] = extra
     return messages, options
@@ -51,16 +55,17 @@ def _answer_text(engine: resilient_llm.Engine, model: str, result: resilient_llm
     """The text the trainer gets; a judge call that ended neutral gets RESILIENT_LLM_JUDGE_NEUTRAL_TEXT when set.
 
     That is how DR Tulu's own, unmodified rubric_utils scores a failed judge call as the neutral value (e.g.
-    ``{"score": 1}`` is 0.5 after its division by 2) instead of 0.0. Judge calls are told apart by their model.
+    ``{"score": 1}`` is 0.5 after its division by 2) instead of 0.0. Judge calls are told apart by their model, and
+    counted in the judge tally (real score, unparseable reply, neutral) as our own judge counts its calls.
     """
-    settings = engine.settings
-    if (
-        result.outcome is resilient_llm.Outcome.NEUTRAL
-        and settings.judge_neutral_text is not None
-        and settings.check_model(model) == settings.judge_model
-    ):
-        engine.log.warning("judge_neutral_text", model=model, text=settings.judge_neutral_text)
-        return settings.judge_neutral_text
+    trainer = trainer_config(engine.config)
+    if trainer.judge_model is None or engine.model_name(model) != engine.model_name(trainer.judge_model):
+        return result.text
+    score = judge.parse_score(result.text, DR_TULU_SCORE_SCALE) if result.outcome in judge.ANSWERED else None
+    judge.TALLY.record(judge.score_kind(result, score))  # the judge counters of resilient_llm.metrics()
+    if result.outcome is resilient_llm.Outcome.NEUTRAL and trainer.judge_neutral_text is not None:
+        engine.log.warning("judge_neutral_text", model=model, text=trainer.judge_neutral_text)
+        return trainer.judge_neutral_text
     return result.text
 
 
@@ -76,13 +81,14 @@ def call_openrouter(
     """Blocking call; the answer text, or the neutral text."""
     chat, options = _options(system_prompt, user_prompt, messages, timeout, num_retries, chat_kwargs)
     engine = resilient_llm.default_engine()  # a ConfigError here is a start-up failure: let it stop the run
+    trainer_config(engine.config)
     try:
         return _answer_text(engine, model_name, engine.complete(model_name, chat, **options))
     except resilient_llm.ConfigError:
         raise
     except Exception:
         LOGGER.exception("resilient_llm call failed unexpectedly; returning the neutral text")
-        return engine.settings.neutral_text
+        return engine.config.fallback.neutral_text
 
 
 async def call_openrouter_async(
@@ -97,10 +103,11 @@ async def call_openrouter_async(
     """Awaitable call from any event loop; the answer text, or the neutral text."""
     chat, options = _options(system_prompt, user_prompt, messages, timeout, num_retries, chat_kwargs)
     engine = resilient_llm.default_engine()
+    trainer_config(engine.config)
     try:
         return _answer_text(engine, model_name, await engine.acomplete(model_name, chat, **options))
     except resilient_llm.ConfigError:
         raise
     except Exception:
         LOGGER.exception("resilient_llm call failed unexpectedly; returning the neutral text")
-        return engine.settings.neutral_text
+        return engine.config.fallback.neutral_text

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import os
 
-from resilient_llm import judge
-from resilient_llm.dropin.run_utils import (
-    extract_json_from_response,
-    run_litellm,
-    run_litellm_async,
-    use_openrouter_direct,
-)
+from resilient_llm.dropin import judge
+from resilient_llm.dropin.config import use_openrouter_direct
+from resilient_llm.dropin.run_utils import extract_json_from_response, run_litellm, run_litellm_async
 
 __all__ = ["_score_property", "_score_property_async", "judge_model"]
 

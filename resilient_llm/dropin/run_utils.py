@@ -15,8 +15,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from resilient_llm.judge import extract_json_object
-from resilient_llm.settings import parse_bool
+from resilient_llm.dropin.config import use_openrouter_direct
+from resilient_llm.dropin.judge import extract_json_object
+from resilient_llm.protocol import prompt_messages
+from resilient_llm.types import DEFAULT_NUM_RETRIES, DEFAULT_TIMEOUT_S
 
 __all__ = [
     "extract_json_from_response",
@@ -33,17 +35,12 @@ LOGGER = logging.getLogger("open_instruct.search_rewards.utils.run_utils")
 
 SYNC_MAX_TOKENS = 800
 ASYNC_MAX_TOKENS = 16384
-NUM_RETRIES = 5
+NUM_RETRIES = DEFAULT_NUM_RETRIES
 SYNC_FALLBACKS = ("gpt-4.1-mini",)
 
 
-def use_openrouter_direct() -> bool:
-    """Read ``USE_OPENROUTER_DIRECT`` now (true/false); a bad value raises ConfigError naming it."""
-    return parse_bool("USE_OPENROUTER_DIRECT", os.environ.get("USE_OPENROUTER_DIRECT"), default=False)
-
-
 def _litellm_timeout() -> float:
-    return float(os.environ.get("LITELLM_DEFAULT_TIMEOUT", "600"))
+    return float(os.environ.get("LITELLM_DEFAULT_TIMEOUT", str(DEFAULT_TIMEOUT_S)))
 
 
 def _chat_defaults(chat_kwargs: dict[str, Any], max_tokens: int) -> dict[str, Any]:
@@ -55,12 +52,6 @@ def _chat_defaults(chat_kwargs: dict[str, Any], max_tokens: int) -> dict[str, An
         "max_tokens": max_tokens,
         **chat_kwargs,
     }
-
-
-def _messages(system_prompt: str | None, user_prompt: str | None) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
-    messages.append({"role": "user", "content": user_prompt})
-    return messages
 
 
 def run_litellm(model_name: str, user_prompt: str, system_prompt: str | None = None, **chat_kwargs: Any) -> str:
@@ -76,7 +67,7 @@ def run_litellm(model_name: str, user_prompt: str, system_prompt: str | None = N
     kwargs.setdefault("timeout", _litellm_timeout())
     kwargs.setdefault("fallbacks", list(SYNC_FALLBACKS))
     try:
-        response = litellm.completion(model=model_name, messages=_messages(system_prompt, user_prompt), **kwargs)
+        response = litellm.completion(model=model_name, messages=prompt_messages(system_prompt, user_prompt), **kwargs)
         return response.choices[0].message.content or ""
     except Exception as exc:
         LOGGER.warning("run_litellm(%s) failed: %s", model_name, exc)
@@ -100,7 +91,7 @@ async def run_litellm_async(
 
     kwargs.setdefault("num_retries", NUM_RETRIES)
     kwargs.setdefault("timeout", _litellm_timeout())
-    chat = list(messages) if messages is not None else _messages(system_prompt, user_prompt)
+    chat = list(messages) if messages is not None else prompt_messages(system_prompt, user_prompt)
     try:
         response = await litellm.acompletion(model=model_name, messages=chat, **kwargs)
         return response.choices[0].message.content or ""
@@ -127,7 +118,7 @@ def run_chatopenai(
         return call_openrouter(model_name, user_prompt, system_prompt, **chat_kwargs)
     import litellm
 
-    response = litellm.completion(model=model_name, messages=_messages(system_prompt, user_prompt), **chat_kwargs)
+    response = litellm.completion(model=model_name, messages=prompt_messages(system_prompt, user_prompt), **chat_kwargs)
     return str(response.choices[0].message.content)
 
 
@@ -165,7 +156,7 @@ def run_azure_openai(
 
     client = AzureOpenAI(api_version=api_version, azure_endpoint=endpoint, api_key=api_key)
     response = client.chat.completions.create(
-        messages=_messages(system_prompt, user_prompt),  # type: ignore[arg-type]
+        messages=prompt_messages(system_prompt, user_prompt),  # type: ignore[arg-type]
         model=deployment or model_name,
         **chat_kwargs,
     )

@@ -10,7 +10,7 @@ import zlib
 from collections.abc import AsyncIterator, Mapping
 
 from resilient_llm.errors import ErrorResponse, MalformedResponse, ProviderError
-from resilient_llm.policy.retry import parse_retry_after
+from resilient_llm.protocol import parse_retry_after
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a chat completion is kilobytes; reasoning and logprobs stay well below this
 ACCEPT_ENCODING = "gzip, deflate"

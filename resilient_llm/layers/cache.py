@@ -10,6 +10,7 @@ import asyncio
 import collections
 import dataclasses
 import enum
+import os
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from resilient_llm.errors import MalformedResponse
 from resilient_llm.policy.cache import cache_key, decode_answer, encode_answer, is_cacheable
 from resilient_llm.stores import CacheStore
 from resilient_llm.types import ChatRequest, ChatResult, Handler, Outcome
+from resilient_llm.validation import BOOL, REDIS_URL, SECONDS, SECONDS_OR_ZERO, TEXT, Validated, choice, int_in, setting
 
 
 class CacheMode(enum.StrEnum):
@@ -24,6 +26,24 @@ class CacheMode(enum.StrEnum):
     REFRESH = "refresh"  # skip reads, store fresh answers
     REPLAY = "replay"  # answers only from the cache, never the network; a miss ends neutral
     OFF = "off"
+
+
+def default_cache_dir(xdg_cache_home: str | None = None) -> str:
+    """``$XDG_CACHE_HOME/resilient-llm``, else ``~/.cache/resilient-llm``."""
+    return os.path.join(xdg_cache_home or os.path.join(os.path.expanduser("~"), ".cache"), "resilient-llm")
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheConfig(Validated):
+    """Where answers are kept (a folder, or Redis when a URL is given), for how long, and which calls qualify."""
+
+    mode: str = setting(CacheMode.READ_WRITE.value, choice(tuple(CacheMode)))
+    directory: str = setting(default_cache_dir(), TEXT)
+    redis_url: str | None = setting(None, REDIS_URL, optional=True)
+    ttl: float = setting(0.0, SECONDS_OR_ZERO)  # 0: entries never expire
+    size_limit_mb: int = setting(1024, int_in(1, 1 << 20))  # the disk store's, up to 1 TiB
+    sampled: bool = setting(False, BOOL)  # cache calls at temperature > 0 (or unset) too
+    fault_pause: float = setting(5.0, SECONDS)  # a failing store is left alone this long
 
 
 @dataclasses.dataclass
@@ -39,24 +59,21 @@ class CacheHandler:
         self,
         inner: Handler,
         store: CacheStore,
+        config: CacheConfig,
         *,
-        mode: CacheMode,
         base_url: str,
-        ttl: float | None,
-        cache_sampled: bool,
         neutral_text: str,
         logger: Any,
-        fault_pause_s: float = 5.0,
     ) -> None:
         self._inner = inner
         self._store = store
-        self._mode = mode
+        self._mode = CacheMode(config.mode)
         self._base_url = base_url
-        self._ttl = ttl
-        self._cache_sampled = cache_sampled
+        self._ttl = config.ttl or None
+        self._cache_sampled = config.sampled
         self._neutral_text = neutral_text
         self._log = logger
-        self._fault_pause_s = fault_pause_s
+        self._fault_pause_s = config.fault_pause
         self._flights: dict[str, _Flight] = {}
         self._warned: set[str] = set()
         self._store_down = False

@@ -6,10 +6,38 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from resilient_llm.errors import CallFailed, ProviderError
-from resilient_llm.policy.retry import is_caller_mistake
-from resilient_llm.types import ChatRequest, ChatResult, FailedAttempt, Handler, Outcome
+from resilient_llm.errors import CallFailed, FailedAttempt, ProviderError, is_caller_mistake
+from resilient_llm.types import ChatRequest, ChatResult, Handler, Outcome
+from resilient_llm.validation import TEXT, Check, Validated, setting
+
+ROUTES = ("litellm", "neutral")
+
+
+def _routes_ok(routes: tuple[str, ...]) -> bool:
+    known = isinstance(routes, tuple) and bool(routes) and all(r in ROUTES for r in routes)
+    # nothing can come after the neutral result
+    return known and len(set(routes)) == len(routes) and ("neutral" not in routes or routes[-1] == "neutral")
+
+
+FALLBACK_ROUTES: Check[tuple[str, ...]] = Check(
+    "a comma-separated list of litellm, neutral (neutral last)",
+    lambda raw: tuple(part.strip().lower() for part in raw.split(",") if part.strip()),
+    _routes_ok,
+)
+
+
+@dataclass(frozen=True)
+class FallbackConfig(Validated):
+    """What answers when the primary route failed for good: these routes in order (litellm only when configured)."""
+
+    routes: tuple[str, ...] = setting(ROUTES, FALLBACK_ROUTES)
+    neutral_text: str = setting("", TEXT)  # the text of a neutral result
+
+    @property
+    def neutral(self) -> bool:
+        return "neutral" in self.routes
 
 
 class FallbackHandler:
@@ -19,14 +47,12 @@ class FallbackHandler:
         self,
         primary: Handler,
         routes: Sequence[tuple[str, Handler]],
-        *,
-        neutral: bool,
-        neutral_text: str,
+        config: FallbackConfig,
     ) -> None:
         self._primary = primary
         self._routes = tuple(routes)
-        self._neutral = neutral
-        self._neutral_text = neutral_text
+        self._neutral = config.neutral
+        self._neutral_text = config.neutral_text
 
     async def handle(self, request: ChatRequest) -> ChatResult:
         try:

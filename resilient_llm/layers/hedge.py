@@ -10,14 +10,27 @@ import collections
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from resilient_llm.errors import is_backpressure
 from resilient_llm.policy.hedge import HedgeBudget, hedge_delay
-from resilient_llm.policy.retry import is_backpressure
 from resilient_llm.types import ChatRequest, ChatResult, Handler
+from resilient_llm.validation import BOOL, FRACTION, SECONDS, Validated, setting
 
 BACKPRESSURE_QUIET_S = 10.0  # no hedging this long after a 429 / in-flight-budget 402
 SAMPLES_PER_MODEL = 500
+
+
+@dataclass(frozen=True)
+class HedgeConfig(Validated):
+    """Opt-in hedging: after the ``quantile`` of recent latencies (clamped), one duplicate, within ``budget``."""
+
+    enabled: bool = setting(False, BOOL)
+    quantile: float = setting(0.98, FRACTION)
+    min_delay: float = setting(0.25, SECONDS)
+    max_delay: float = setting(30.0, SECONDS)
+    budget: float = setting(0.05, FRACTION)  # hedges per attempt over the last minute
 
 
 class HedgeHandler:
@@ -26,19 +39,16 @@ class HedgeHandler:
     def __init__(
         self,
         inner: Handler,
+        config: HedgeConfig,
         *,
-        quantile: float,
-        floor_s: float,
-        cap_s: float,
-        budget: HedgeBudget,
         may_hedge: Callable[[], bool],
         logger: Any,
     ) -> None:
         self._inner = inner
-        self._quantile = quantile
-        self._floor = floor_s
-        self._cap = cap_s
-        self._budget = budget
+        self._quantile = config.quantile
+        self._floor = config.min_delay
+        self._cap = config.max_delay
+        self._budget = HedgeBudget(config.budget)
         self._may_hedge = may_hedge
         self._log = logger
         self._latencies: dict[str, collections.deque[float]] = collections.defaultdict(

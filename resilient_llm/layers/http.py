@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -12,8 +15,58 @@ import httpx
 from resilient_llm.errors import ConnectionFailed, ProviderError, ProviderTimeout
 from resilient_llm.layers.body import ACCEPT_ENCODING, MAX_BODY_BYTES, read_body
 from resilient_llm.protocol import parse_response, request_body
-from resilient_llm.settings import Settings
-from resilient_llm.types import ChatRequest, ChatResult
+from resilient_llm.types import DEFAULT_TIMEOUT_S, ChatRequest, ChatResult
+from resilient_llm.validation import BOOL, HTTP_URL, SECONDS, Check, Secret, Validated, header_text, redact_url, setting
+
+OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+API_KEY: Check[Secret] = Check(
+    "a non-empty key of printable ASCII without spaces",
+    Secret,
+    lambda key: (
+        isinstance(key, Secret)
+        and key.reveal().isascii()
+        and key.reveal().isprintable()
+        and bool(key.reveal())
+        and " " not in key.reveal()
+    ),
+)
+
+
+@dataclass(frozen=True)
+class HTTPConfig(Validated):
+    """Where requests go and how they are sent. ``api_key`` may be given as a plain string; it is kept as a Secret."""
+
+    api_key: Secret = setting(Secret(""), API_KEY)
+    base_url: str = setting(OPENROUTER_BASE_URL, HTTP_URL)
+    timeout: float = setting(DEFAULT_TIMEOUT_S, SECONDS)  # per call, when the call does not say
+    connect_timeout: float = setting(10.0, SECONDS)
+    ignore_proxy: bool = setting(False, BOOL)
+    http_referer: str | None = setting(None, header_text("a URL"), optional=True)
+    app_title: str | None = setting(None, header_text("a title"), optional=True)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.api_key, str):
+            object.__setattr__(self, "api_key", Secret(self.api_key))
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        super().__post_init__()
+
+    @property
+    def targets_openrouter(self) -> bool:
+        return urllib.parse.urlsplit(self.base_url).hostname == "openrouter.ai"
+
+    def proxy(self) -> str | None:
+        """The proxy that requests to the base URL go through, without credentials; None when direct."""
+        if self.ignore_proxy:
+            return None
+        parts = urllib.parse.urlsplit(self.base_url)
+        if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+            return None
+        proxy = urllib.request.getproxies().get(parts.scheme) or urllib.request.getproxies().get("all")
+        return redact_url(proxy) if proxy else None
+
+
+WIND_DOWN_S = 5.0  # how long a stopped exchange may take to finish its clean-up (normally a few loop steps)
+
 
 WIND_DOWN_S = 5.0  # how long a stopped exchange may take to finish its clean-up (normally a few loop steps)
 
@@ -30,15 +83,17 @@ class HTTPHandler:
 
     def __init__(
         self,
-        settings: Settings,
+        config: HTTPConfig,
+        max_connections: int,
         transport: httpx.AsyncBaseTransport | None = None,
         *,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
-        self._settings = settings
+        self._config = config
+        self._max_connections = max_connections
         self._max_body = max_body_bytes
-        self._url = settings.base_url + "/chat/completions"
-        self._headers = _headers(settings)
+        self._url = config.base_url + "/chat/completions"
+        self._headers = _headers(config)
         self._transport = transport
         self._client = self._new_client()
         self._users: dict[httpx.AsyncClient, int] = {self._client: 0}  # exchanges running, per client
@@ -46,13 +101,11 @@ class HTTPHandler:
         self.pool_renewals = 0
 
     def _new_client(self) -> httpx.AsyncClient:
-        s = self._settings
+        size = self._max_connections
         return httpx.AsyncClient(
             transport=self._transport,
-            trust_env=not s.ignore_proxy,
-            limits=httpx.Limits(
-                max_connections=s.max_concurrent, max_keepalive_connections=s.max_concurrent, keepalive_expiry=30.0
-            ),
+            trust_env=not self._config.ignore_proxy,
+            limits=httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0),
             follow_redirects=False,
         )
 
@@ -74,8 +127,7 @@ class HTTPHandler:
         return result
 
     async def _exchange(self, request: ChatRequest, stop: anyio.CancelScope) -> ChatResult | None:
-        s = self._settings
-        connect = min(s.connect_timeout, request.timeout)
+        connect = min(self._config.connect_timeout, request.timeout)
         # No request ever waits for a connection (the limit above equals the pool size), so a pool timeout means
         # the pool leaked a connection: it is replaced (see _renew).
         timeout = httpx.Timeout(request.timeout, connect=connect, pool=connect)
@@ -125,7 +177,7 @@ class HTTPHandler:
     async def get_json(self, path: str) -> tuple[int, Any]:
         """GET ``{base}{path}`` with our headers (for ``doctor``): the status and the JSON body (None if not JSON)."""
         try:
-            response = await self._client.get(self._settings.base_url + path, headers=self._headers, timeout=10.0)
+            response = await self._client.get(self._config.base_url + path, headers=self._headers, timeout=10.0)
         except httpx.HTTPError as exc:
             raise _convert(exc) from exc
         try:
@@ -152,14 +204,14 @@ async def _wind_down(exchange: asyncio.Future[Any]) -> None:
         exchange.exception()  # retrieved: nobody waits for this attempt's outcome any more
 
 
-def _headers(settings: Settings) -> dict[str, str]:
-    headers = {"Authorization": f"Bearer {settings.api_key.reveal()}", "Content-Type": "application/json"}
+def _headers(config: HTTPConfig) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {config.api_key.reveal()}", "Content-Type": "application/json"}
     headers["Accept-Encoding"] = ACCEPT_ENCODING  # only what layers/body.py decodes under its size cap
-    if settings.http_referer:
-        headers["HTTP-Referer"] = settings.http_referer
-    if settings.app_title:
-        headers["X-OpenRouter-Title"] = settings.app_title
-        headers["X-Title"] = settings.app_title  # the older spelling, still read by OpenRouter
+    if config.http_referer:
+        headers["HTTP-Referer"] = config.http_referer
+    if config.app_title:
+        headers["X-OpenRouter-Title"] = config.app_title
+        headers["X-Title"] = config.app_title  # the older spelling, still read by OpenRouter
     return headers
 
 

@@ -5,6 +5,7 @@ The one place LiteLLM's exceptions become ours.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from resilient_llm.errors import (
@@ -16,8 +17,25 @@ from resilient_llm.errors import (
     ProviderTimeout,
 )
 from resilient_llm.protocol import request_body
-from resilient_llm.settings import Settings
 from resilient_llm.types import ChatRequest, ChatResult, Outcome, Usage
+from resilient_llm.validation import HTTP_URL, TEXT, Check, Secret, Validated, int_in, setting
+
+SECRET: Check[Secret] = Check("a key", Secret, lambda key: isinstance(key, Secret))
+
+
+@dataclass(frozen=True)
+class LiteLLMRouteConfig(Validated):
+    """The other provider, reached through LiteLLM: its model name in LiteLLM's spelling, base URL and key."""
+
+    model: str | None = setting(None, TEXT, optional=True)
+    base_url: str | None = setting(None, HTTP_URL, optional=True)
+    api_key: Secret = setting(Secret(""), SECRET)
+    retries: int = setting(1, int_in(0, 10))  # LiteLLM's own, per fallback call
+
+    def __post_init__(self) -> None:
+        if isinstance(self.api_key, str):
+            object.__setattr__(self, "api_key", Secret(self.api_key))
+        super().__post_init__()
 
 
 def import_litellm() -> Any:
@@ -31,15 +49,15 @@ def import_litellm() -> Any:
 
 
 class LiteLLMHandler:
-    """One call (with LiteLLM's own small retry budget) to ``settings.fallback_model``."""
+    """One call (with LiteLLM's own small retry budget) to ``config.model``."""
 
-    def __init__(self, settings: Settings) -> None:
-        assert settings.fallback_model is not None
+    def __init__(self, config: LiteLLMRouteConfig) -> None:
+        assert config.model is not None
         self._litellm = import_litellm()
-        self._model = settings.fallback_model
-        self._base_url = settings.fallback_base_url
-        self._api_key = settings.fallback_api_key
-        self._retries = settings.fallback_retries
+        self._model = config.model
+        self._base_url = config.base_url
+        self._api_key = config.api_key
+        self._retries = config.retries
 
     async def handle(self, request: ChatRequest) -> ChatResult:
         body = request_body(request)

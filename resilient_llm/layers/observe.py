@@ -9,22 +9,27 @@ import time
 from typing import Any
 
 from resilient_llm.errors import CallFailed
+from resilient_llm.ledger import open_ledger
+from resilient_llm.logs import CALL_EVENT
+from resilient_llm.recorder import Metrics
 from resilient_llm.types import ChatRequest, ChatResult, Handler, Outcome
-
-CALL_EVENT = "llm_call"
 
 
 class ObserveHandler:
     """Times the call, logs it, counts its outcome; never changes what the caller receives."""
 
-    def __init__(self, inner: Handler, logger: Any, *, log_prompts: bool = False) -> None:
+    def __init__(
+        self, inner: Handler, logger: Any, *, log_prompts: bool = False, metrics: Metrics | None = None
+    ) -> None:
         self._inner = inner
         self._log = logger
         self._log_prompts = log_prompts
+        self.metrics = metrics or Metrics()
         self.outcomes = collections.Counter({str(outcome): 0 for outcome in Outcome} | {"cancelled": 0})
 
     async def handle(self, request: ChatRequest) -> ChatResult:
         started = time.perf_counter()
+        ledger = open_ledger()
         fields: dict[str, Any] = {"call_id": request.call_id, "model": request.model}
         if self._log_prompts:
             fields["messages"] = [dict(m) for m in request.messages]
@@ -35,7 +40,15 @@ class ObserveHandler:
             raise
         except CallFailed as exc:
             failures = [dataclasses.asdict(f) for f in exc.failures]
-            self._emit(Outcome.ERROR, started, fields, attempts=len(failures), failures=failures, error=str(exc))
+            self._emit(
+                Outcome.ERROR,
+                started,
+                fields,
+                attempts=len(failures),
+                failures=failures,
+                error=str(exc),
+                waited_s=round(ledger.waited_s, 3),
+            )
             raise
         except BaseException as exc:  # a bug below us: still exactly one line, then the caller sees it
             self._emit(Outcome.ERROR, started, fields, error=f"{type(exc).__name__}: {exc}")
@@ -55,11 +68,14 @@ class ObserveHandler:
             response_id=result.response_id,
             cache=result.cache,
             cache_key=result.cache_key[:19] if result.cache_key else None,
+            waited_s=round(ledger.waited_s, 3),
         )
         return result
 
     def _emit(self, outcome: str, started: float, fields: dict[str, Any], **more: Any) -> None:
         self.outcomes[str(outcome)] += 1
-        latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
+        latency_s = time.perf_counter() - started
+        self.metrics.record(str(outcome), latency_s, fields["model"], more)
+        latency_ms = round(latency_s * 1000.0, 3)
         level = "info" if outcome in (Outcome.OK, Outcome.CACHED) else "warning"
         getattr(self._log, level)(CALL_EVENT, outcome=str(outcome), latency_ms=latency_ms, **fields, **more)

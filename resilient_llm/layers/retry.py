@@ -12,13 +12,24 @@ from collections.abc import Awaitable, Callable
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay
 from tenacity.stop import stop_base
 
-from resilient_llm.errors import CallFailed, ProviderError
-from resilient_llm.policy.retry import is_backpressure, is_retryable, retry_wait
-from resilient_llm.settings import Settings
-from resilient_llm.types import ChatRequest, ChatResult, FailedAttempt, Handler
+from resilient_llm.errors import CallFailed, FailedAttempt, ProviderError, is_backpressure, is_retryable
+from resilient_llm.policy.retry import retry_wait
+from resilient_llm.types import DEFAULT_NUM_RETRIES, ChatRequest, ChatResult, Handler
+from resilient_llm.validation import SECONDS, Validated, int_in, setting
 
 Sleep = Callable[[float], Awaitable[None]]
 MAX_ATTEMPTS = 100  # a hard ceiling, whatever the mix of failures and backpressure
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryConfig(Validated):
+    """How long a call keeps trying: attempts (backpressure not counted) and total time, both bounded."""
+
+    num_retries: int = setting(DEFAULT_NUM_RETRIES, int_in(0, 100))  # when the call does not say
+    deadline: float = setting(900.0, SECONDS)  # the whole call, every attempt and wait included
+    backoff_base: float = setting(0.5, SECONDS)
+    backoff_max: float = setting(8.0, SECONDS)
+    retry_after_max: float = setting(120.0, SECONDS)  # a longer Retry-After ends the call instead
 
 
 class _StopAfterFailures(stop_base):
@@ -37,19 +48,19 @@ class _StopAfterFailures(stop_base):
 
 class RetryHandler:
     """Runs until ``1 + request.num_retries`` attempts have failed (backpressure not counted), the next wait would
-    cross ``settings.deadline``, or a failure is not retryable; then raises CallFailed with every attempt."""
+    cross ``config.deadline``, or a failure is not retryable; then raises CallFailed with every attempt."""
 
     def __init__(
         self,
         inner: Handler,
-        settings: Settings,
+        config: RetryConfig,
         *,
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
         interrupt: asyncio.Event | None = None,
     ) -> None:
         self._inner = inner
-        self._settings = settings
+        self._config = config
         self._sleep = sleep or self._interruptible_sleep
         self._rng = rng or random.Random()
         self._interrupt = interrupt
@@ -65,18 +76,18 @@ class RetryHandler:
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         assert isinstance(error, ProviderError)  # guaranteed: only ProviderErrors are retried
-        s = self._settings
+        c = self._config
         return retry_wait(
             state.attempt_number,
             error,
-            base=s.backoff_base,
-            cap=s.backoff_max,
-            retry_after_max=s.retry_after_max,
+            base=c.backoff_base,
+            cap=c.backoff_max,
+            retry_after_max=c.retry_after_max,
             rng=self._rng,
         )
 
     async def handle(self, request: ChatRequest) -> ChatResult:
-        deadline = time.monotonic() + self._settings.deadline
+        deadline = time.monotonic() + self._config.deadline
         failures: list[FailedAttempt] = []
 
         def record(state: RetryCallState) -> None:
@@ -90,7 +101,7 @@ class RetryHandler:
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_retryable),
-            stop=_StopAfterFailures(1 + request.num_retries, failures) | stop_before_delay(self._settings.deadline),
+            stop=_StopAfterFailures(1 + request.num_retries, failures) | stop_before_delay(self._config.deadline),
             wait=self._wait,
             before_sleep=record,
             sleep=self._sleep,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import collections
-import math
 from collections.abc import Sequence
+
+from resilient_llm.policy.percentiles import nearest_rank
 
 MIN_SAMPLES = 20  # below this many recent latencies the threshold is the cap: no guessing from noise
 
@@ -13,8 +14,7 @@ def hedge_delay(latencies: Sequence[float], *, quantile: float, floor: float, ca
     """The ``quantile`` of recent successful latencies, clamped to [floor, cap]; the cap while samples are few."""
     if len(latencies) < MIN_SAMPLES:
         return cap
-    ordered = sorted(latencies)
-    value = ordered[min(len(ordered) - 1, math.ceil(quantile * len(ordered)) - 1)]
+    value = nearest_rank(sorted(latencies), quantile)
     return min(cap, max(floor, value))
 
 

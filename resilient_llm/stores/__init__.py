@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+REDIS_SOCKET_TIMEOUT_S = 0.25  # every Redis client here: a slow or dead server costs at most this per operation
+
 
 class CacheStore(Protocol):
     """Bytes by key. Methods may raise anything: the cache layer turns store faults into misses."""

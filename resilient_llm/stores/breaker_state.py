@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import pybreaker
 
 from resilient_llm.errors import ConfigError
+from resilient_llm.stores import REDIS_SOCKET_TIMEOUT_S
 
-SOCKET_TIMEOUT_S = 0.25
 T = TypeVar("T")
 
 
@@ -34,7 +34,7 @@ class SharedBreakerStorage(pybreaker.CircuitBreakerStorage):
             ) from exc
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._redis = redis.Redis.from_url(
-            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
+            url, socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S
         )
         self._local = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
         self._prefix = f"resilient_llm:breaker:{route}:{hashlib.sha256(endpoint.encode()).hexdigest()[:12]}:"
@@ -109,3 +109,11 @@ class SharedBreakerStorage(pybreaker.CircuitBreakerStorage):
     def opened_at(self, now: datetime.datetime) -> None:
         self._local.opened_at = now
         self._shared(lambda: self._redis.set(self._prefix + "opened_at", now.timestamp()), lambda: None)
+
+    def claim_trial(self, period_s: float) -> bool:
+        """Whether this process may send the half-open trial: one claim per period across every process."""
+
+        def remote() -> bool:
+            return bool(self._redis.set(self._prefix + "trial", b"1", nx=True, px=max(1, int(period_s * 1000))))
+
+        return self._shared(remote, lambda: True)

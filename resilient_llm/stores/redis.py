@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from resilient_llm.errors import ConfigError
-
-SOCKET_TIMEOUT_S = 0.25
+from resilient_llm.stores import REDIS_SOCKET_TIMEOUT_S
 
 
 class RedisStore:
@@ -23,8 +22,8 @@ class RedisStore:
             ) from exc
         self._client: Any = aioredis.Redis.from_url(
             url,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
             retry_on_timeout=False,
             health_check_interval=0,
         )

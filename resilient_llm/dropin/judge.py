@@ -15,7 +15,9 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from resilient_llm.dropin.config import trainer_config
 from resilient_llm.engine import Engine, default_engine
+from resilient_llm.recorder import Source, register_source
 from resilient_llm.types import ChatResult, Outcome
 
 JUDGE_SYSTEM_PROMPT = (
@@ -42,19 +44,50 @@ class JudgeCounters:
         return (self.neutral + self.unparseable) / self.calls if self.calls else 0.0
 
 
-_lock = threading.Lock()
-_counters = JudgeCounters()
+class JudgeTally:
+    """Thread-safe running counts of judge calls by kind (real, neutral, unparseable)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counters = JudgeCounters()
+
+    def record(self, kind: str) -> JudgeCounters:
+        """Count one judge call; the counters after it."""
+        with self._lock:
+            now = self._counters
+            self._counters = dataclasses.replace(now, calls=now.calls + 1, **{kind: getattr(now, kind) + 1})
+            return self._counters
+
+    def snapshot(self) -> JudgeCounters:
+        return self._counters
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counters = JudgeCounters()
+
+
+TALLY = JudgeTally()  # this process's judge calls, whatever engine served them
 
 
 def judge_counters() -> JudgeCounters:
     """A snapshot of this process's judge counters."""
-    return _counters
+    return TALLY.snapshot()
 
 
-def reset_judge_counters() -> None:
-    global _counters
-    with _lock:
-        _counters = JudgeCounters()
+def _tally_counts() -> dict[str, int]:
+    now = TALLY.snapshot()
+    return {
+        "judge_calls": now.calls,
+        "judge_real": now.real,
+        "judge_neutral": now.neutral,
+        "judge_unparseable": now.unparseable,
+    }
+
+
+# The engine's metrics (resilient_llm.metrics(), the Prometheus exporter) report the judge without importing it.
+register_source(
+    "judge", Source(_tally_counts, {"judge_neutral_share": (("judge_neutral", "judge_unparseable"), "judge_calls")})
+)
 
 
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
@@ -104,20 +137,19 @@ def judge_messages(
     return [{"role": "system", "content": system_prompt or JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
+def score_kind(result: ChatResult, score: float | None) -> str:
+    """How a judge call counts: ``real`` (a readable score), ``unparseable`` (an answer without one) or ``neutral``."""
+    if result.outcome not in ANSWERED:
+        return "neutral"
+    return "real" if score is not None else "unparseable"
+
+
 def score_result(result: ChatResult, scale: float, engine: Engine) -> float:
     """The score a finished judge call gives; counts it, and logs one ``judge_score`` line."""
-    global _counters
     score = parse_score(result.text, scale) if result.outcome in ANSWERED else None
-    with _lock:
-        if score is not None:
-            kind = "real"
-        elif result.outcome in ANSWERED:
-            kind = "unparseable"
-        else:
-            kind = "neutral"
-        _counters = dataclasses.replace(_counters, calls=_counters.calls + 1, **{kind: getattr(_counters, kind) + 1})
-        snapshot = _counters
-    final = engine.settings.neutral_score if score is None else score
+    kind = score_kind(result, score)
+    snapshot = TALLY.record(kind)
+    final = trainer_config(engine.config).neutral_score if score is None else score
     engine.log.info(
         "judge_score",
         score=final,

@@ -8,13 +8,15 @@ import sys
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from resilient_llm import bench
+    from resilient_llm.cli import bench  # the fault server, rich and matplotlib load only for this command
 
-    return bench.main(args)
+    parser = argparse.ArgumentParser(prog="resilient-llm bench", description=bench.__doc__)
+    bench.add_arguments(parser)
+    return bench.main(parser.parse_args(args.bench_options))
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from resilient_llm import stats
+    from resilient_llm.cli import stats
 
     try:
         report = stats.summarize(args.logs, args.window)
@@ -28,7 +30,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from resilient_llm import doctor
+    from resilient_llm.cli import doctor
 
     return doctor.main()
 
@@ -36,7 +38,7 @@ def _doctor(args: argparse.Namespace) -> int:
 def _install(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from resilient_llm.install import InstallError, install, revert
+    from resilient_llm.cli.install import InstallError, install, revert
 
     try:
         print((revert if args.revert else install)(Path(args.path)))
@@ -49,10 +51,9 @@ def _install(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resilient-llm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    from resilient_llm import bench
-
-    bench_parser = commands.add_parser("bench", help="LiteLLM vs resilient_llm vs bare httpx on a local fault server")
-    bench.add_arguments(bench_parser)
+    bench_parser = commands.add_parser(
+        "bench", help="LiteLLM vs resilient_llm vs bare httpx on a local fault server", add_help=False
+    )
     bench_parser.set_defaults(func=_bench)
     stats_parser = commands.add_parser("stats", help="summarise structured JSON logs")
     stats_parser.add_argument("logs", nargs="+", help="JSON-lines log files")
@@ -70,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_options = rest  # parsed by the bench itself, so its modules load only when it runs
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,7 +6,12 @@ request, one drawn from a named profile. The draw is seeded by the seed, the bod
 so every client facing the same workload meets the same faults. It counts requests, connections, peak concurrency,
 faults by kind and Retry-After violations (a request repeated sooner than the Retry-After it was given).
 
-Run it alone with ``python -m resilient_llm.fault_server --profile flaky``; ``GET /_stats`` reports its counters.
+The ``capacity`` profile admits at most ``capacity`` requests at once (100 unless told; ``set_capacity`` or
+``POST /_capacity`` changes it while running) and answers the rest at once with 429 and Retry-After, as a
+concurrency-limited endpoint does. ``clean-500ms`` and ``capacity`` answer in 500 +- 100 ms, a short judge call.
+
+Run it alone with ``python -m resilient_llm.testing.fault_server --profile flaky``; ``GET /_stats`` reports its
+counters.
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ class Profile:
 
     faults: Mapping[str, float] = dataclasses.field(default_factory=dict)
     outage: tuple[float, float] | None = None  # (starts after s, lasts s): every request gets a 503
+    capacity: int | None = None  # requests admitted at once; the rest get an immediate 429 with Retry-After
+    latency: tuple[float, float] | None = None  # each answer's latency drawn from [low, high] s, unless latency_s
 
 
 PROFILES: dict[str, Profile] = {
@@ -88,6 +95,8 @@ PROFILES: dict[str, Profile] = {
     "ratelimit": Profile({"http_429": 0.6}),
     "outage": Profile(outage=(1.0, 4.0)),
     "hangs": Profile({"hang": 0.03}),  # otherwise clean: for hedging
+    "clean-500ms": Profile(latency=(0.4, 0.6)),  # a short judge call's latency
+    "capacity": Profile(capacity=100, latency=(0.4, 0.6)),  # at most 100 in flight, 429 beyond
 }
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden"}
@@ -101,6 +110,9 @@ class _Counters:
     connections: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
+    admitted: int = 0  # capacity profile: requests holding a slot
+    peak_admitted: int = 0
+    capacity_refusals: int = 0
     retry_after_violations: int = 0
     faults: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
@@ -113,11 +125,12 @@ class FaultServer:
         profile: str = "clean",
         *,
         seed: int = 0,
-        latency_s: float = 0.0,
+        latency_s: float | None = None,  # None: the profile's latency (none for most)
         retry_after_s: float = 1.0,
         hang_s: float = 30.0,
         api_key: str | None = None,
         port: int = 0,
+        capacity: int | None = None,  # overrides the capacity profile's 100
     ) -> None:
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
@@ -125,6 +138,7 @@ class FaultServer:
         self._profile = PROFILES[profile]
         self._seed = seed
         self.latency_s = latency_s
+        self.capacity = _capacity(capacity) if capacity is not None else self._profile.capacity
         self.retry_after_s = retry_after_s
         self.hang_s = hang_s
         self._api_key = api_key
@@ -159,6 +173,11 @@ class FaultServer:
         with self._lock:
             self._script.extend(kinds)
 
+    def set_capacity(self, capacity: int) -> None:
+        """From now on admit at most ``capacity`` requests at once (requests already admitted finish)."""
+        with self._lock:
+            self.capacity = _capacity(capacity)
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             c = self._counters
@@ -167,13 +186,17 @@ class FaultServer:
                 "connections": c.connections,
                 "in_flight": c.in_flight,
                 "peak_in_flight": c.peak_in_flight,
+                "capacity": self.capacity,
+                "admitted": c.admitted,
+                "peak_admitted": c.peak_admitted,
+                "capacity_refusals": c.capacity_refusals,
                 "retry_after_violations": c.retry_after_violations,
                 "faults": dict(c.faults),
             }
 
     def reset_stats(self) -> None:
         with self._lock:
-            self._counters = _Counters(in_flight=self._counters.in_flight)
+            self._counters = _Counters(in_flight=self._counters.in_flight, admitted=self._counters.admitted)
             self._seen.clear()
             self._not_before.clear()
             self._first_request_at = None
@@ -260,6 +283,12 @@ class FaultServer:
         if method == "POST" and path == "/_reset":
             self.reset_stats()
             return _respond(writer, 200, {"reset": True})
+        if method == "POST" and path == "/_capacity":
+            try:
+                self.set_capacity(json.loads(body)["capacity"])
+            except (ValueError, KeyError, TypeError) as exc:
+                return _respond(writer, 400, _error(400, f'expected {{"capacity": n}}: {exc}'))
+            return _respond(writer, 200, {"capacity": self.capacity})
         if method == "GET" and path.endswith("/models"):
             return _respond(writer, 200, {"data": [{"id": m} for m in KNOWN_MODELS]})
         if method == "GET" and path.endswith("/key"):  # OpenRouter's "who am I" endpoint
@@ -275,20 +304,23 @@ class FaultServer:
             c.requests += 1
             c.in_flight += 1
             c.peak_in_flight = max(c.peak_in_flight, c.in_flight)
+        admitted = False
         try:
-            kind = self._choose(body)
-            if self.latency_s:
-                await asyncio.sleep(self.latency_s)
+            kind, delay, admitted = self._choose(body)
+            if delay:
+                await asyncio.sleep(delay)
             return await self._act(kind, body, writer)
         finally:
             with self._lock:
                 self._counters.in_flight -= 1
+                self._counters.admitted -= admitted
 
     def _authorized(self, headers: Mapping[str, str]) -> bool:
         auth = headers.get("authorization", "")
         return auth.startswith("Bearer ") and (self._api_key is None or auth == f"Bearer {self._api_key}")
 
-    def _choose(self, body: bytes) -> str:
+    def _choose(self, body: bytes) -> tuple[str, float, bool]:
+        """The fault for this request, the seconds to wait before acting on it, and whether it holds a slot."""
         digest = hashlib.sha256(body).hexdigest()
         now = time.monotonic()
         with self._lock:
@@ -299,16 +331,35 @@ class FaultServer:
                 self._counters.retry_after_violations += 1
             seen = self._seen[digest]
             self._seen[digest] += 1
+            admitted = False
             if self._script:
                 kind = self._script.popleft()
             elif self.down or self._in_outage(now - self._first_request_at):
                 kind = "http_503"
+            elif self.capacity is not None and self._counters.admitted >= self.capacity:
+                kind = "http_429"
+                self._counters.capacity_refusals += 1
             else:
                 kind = self._draw(f"{self._seed}:{digest}:{seen}")
+                admitted = self.capacity is not None
+            c = self._counters
+            c.admitted += admitted
+            c.peak_admitted = max(c.peak_admitted, c.admitted)
+            delay = self._latency(f"{self._seed}:{digest}:{seen}")
+            if not admitted and self.capacity is not None and kind == "http_429":
+                delay = 0.0  # a full endpoint refuses at once
             if kind in ("http_429", "budget_402"):
-                self._not_before[digest] = now + self.latency_s + self.retry_after_s
+                self._not_before[digest] = now + delay + self.retry_after_s
             self._counters.faults[kind] += 1
-        return kind
+        return kind, delay, admitted
+
+    def _latency(self, seed: str) -> float:
+        if self.latency_s is not None:
+            return self.latency_s
+        if self._profile.latency is None:
+            return 0.0
+        low, high = self._profile.latency
+        return random.Random(seed + ":latency").uniform(low, high)
 
     def _in_outage(self, since_first: float) -> bool:
         window = self._profile.outage
@@ -380,6 +431,12 @@ class FaultServer:
                 return _respond(writer, status, _error(status, _REASONS.get(status, "error")))
 
 
+def _capacity(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"capacity={value!r}: expected an integer >= 1")
+    return value
+
+
 KNOWN_MODELS = ("openai/gpt-4o-mini", "openai/gpt-4.1-mini", "anthropic/claude-3.5-haiku")
 
 
@@ -446,12 +503,15 @@ class RemoteFaultServer:
         profile: str = "clean",
         *,
         seed: int = 0,
-        latency_s: float = 0.0,
+        latency_s: float | None = None,
         retry_after_s: float = 1.0,
         hang_s: float = 30.0,
+        capacity: int | None = None,
     ) -> None:
-        argv = [sys.executable, "-m", "resilient_llm.fault_server", "--profile", profile, "--seed", str(seed)]
-        argv += ["--latency", str(latency_s), "--retry-after", str(retry_after_s), "--hang", str(hang_s)]
+        argv = [sys.executable, "-m", "resilient_llm.testing.fault_server", "--profile", profile, "--seed", str(seed)]
+        argv += ["--retry-after", str(retry_after_s), "--hang", str(hang_s)]
+        argv += [] if latency_s is None else ["--latency", str(latency_s)]
+        argv += [] if capacity is None else ["--capacity", str(capacity)]
         self._process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         assert self._process.stdout is not None
         line = self._process.stdout.readline().split()
@@ -476,6 +536,9 @@ class RemoteFaultServer:
     def reset_stats(self) -> None:
         self._call("/_reset", {})
 
+    def set_capacity(self, capacity: int) -> None:
+        self._call("/_capacity", {"capacity": capacity})
+
     def stop(self) -> None:
         self._process.terminate()
         try:
@@ -497,7 +560,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--profile", default="clean", choices=sorted(PROFILES))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument(
+        "--latency", type=float, default=None, help="seconds before each answer (default: the profile's)"
+    )
+    parser.add_argument("--capacity", type=int, default=None, help="requests admitted at once (capacity profile)")
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After sent with 429 and 402")
     parser.add_argument("--hang", type=float, default=30.0, help="seconds a 'hang' fault holds the request")
     parser.add_argument("--port", type=int, default=0)
@@ -509,6 +575,7 @@ def main(argv: list[str] | None = None) -> None:
         retry_after_s=args.retry_after,
         hang_s=args.hang,
         port=args.port,
+        capacity=args.capacity,
     ).start()
     print("READY", server.url, flush=True)
     with contextlib.suppress(KeyboardInterrupt):

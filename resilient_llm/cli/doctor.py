@@ -11,9 +11,11 @@ import importlib.util
 import os
 from collections.abc import Mapping
 
+from resilient_llm.config import Config
+from resilient_llm.dropin.config import TrainerConfig, use_openrouter_direct
 from resilient_llm.errors import ConfigError, ProviderError
 from resilient_llm.layers.http import HTTPHandler
-from resilient_llm.settings import Settings
+from resilient_llm.validation import redact_url
 
 SECRET_VARIABLES = ("OPENAI_API_KEY", "FALLBACK_API_KEY")
 VARIABLES = (
@@ -22,8 +24,17 @@ VARIABLES = (
     "OPENAI_API_BASE",
     "RUBRIC_JUDGE_MODEL",
     "RUBRIC_GENERATION_MODEL",
+    "CITATION_JUDGE_MODEL",
+    "HLE_JUDGE_MODEL",
     "OPENROUTER_MAX_CONCURRENT_CALLS",
     "LITELLM_DEFAULT_TIMEOUT",
+)
+# Every model variable DR Tulu reads, with DR Tulu's own default (None: the trainer passes a model of its own).
+MODEL_VARIABLES: tuple[tuple[str, str | None], ...] = (
+    ("RUBRIC_JUDGE_MODEL", "gpt-4.1-mini"),
+    ("RUBRIC_GENERATION_MODEL", None),
+    ("CITATION_JUDGE_MODEL", "gpt-4o-mini"),
+    ("HLE_JUDGE_MODEL", "gpt-4.1"),
 )
 
 
@@ -48,32 +59,48 @@ def configuration_lines(env: Mapping[str, str]) -> list[str]:
         elif name in SECRET_VARIABLES or name == key_var or "PASSWORD" in name:
             lines.append(f"      {name} = (set, {len(env[name])} characters) [env]")
         else:
-            lines.append(f"      {name} = {env[name]!r} [env]")
+            value = redact_url(env[name]) if "://" in env[name] else env[name]
+            lines.append(f"      {name} = {value!r} [env]")
     return lines
 
 
-async def _endpoint_checks(settings: Settings) -> list[Check]:
+def _model_checks(config: Config, env: Mapping[str, str], known: set[object]) -> list[Check]:
+    """Each model DR Tulu will ask for, as it will be sent (bare OpenAI names become ``openai/...``)."""
     checks = []
-    http = HTTPHandler(settings)
+    for variable, default in MODEL_VARIABLES:
+        model = env.get(variable) or default
+        if model is None:
+            checks.append(Check("WARN", "model", f"{variable} not set: the trainer's own model is used"))
+            continue
+        source = f"{variable}={model}" if env.get(variable) else f"{variable} unset, DR Tulu's default {model}"
+        try:
+            sent = config.model_name(model, variable)
+        except ConfigError as exc:
+            checks.append(Check("FAIL", "model", str(exc)))
+            continue
+        shown = source if sent == model else f"{source} (sent as {sent})"
+        if sent in known:
+            checks.append(Check("PASS", "model", f"{shown} is offered by the endpoint"))
+        else:
+            checks.append(Check("FAIL", "model", f"{shown} is not in the endpoint's model list"))
+    return checks
+
+
+async def _endpoint_checks(config: Config, env: Mapping[str, str]) -> list[Check]:
+    checks = []
+    base_url = redact_url(config.http.base_url)
+    http = HTTPHandler(config.http, max_connections=2)
     try:
         try:
             status, body = await http.get_json("/models")
         except ProviderError as exc:
-            return [Check("FAIL", "endpoint", f"{settings.base_url} unreachable: {exc}")]
+            return [Check("FAIL", "endpoint", f"{base_url} unreachable: {exc}")]
         if status != 200:
-            return [Check("FAIL", "endpoint", f"GET {settings.base_url}/models answered HTTP {status}")]
-        checks.append(Check("PASS", "endpoint", f"{settings.base_url} reachable"))
-        known = {m.get("id") for m in body.get("data", [])} if isinstance(body, dict) else set()
-        for variable, model in (
-            ("RUBRIC_JUDGE_MODEL", settings.judge_model),
-            ("RUBRIC_GENERATION_MODEL", settings.generation_model),
-        ):
-            if model is None:
-                checks.append(Check("WARN", "model", f"{variable} not set: the trainer's default model is used"))
-            elif model in known:
-                checks.append(Check("PASS", "model", f"{variable}={model} is offered by the endpoint"))
-            else:
-                checks.append(Check("FAIL", "model", f"{variable}={model} is not in the endpoint's model list"))
+            return [Check("FAIL", "endpoint", f"GET {base_url}/models answered HTTP {status}")]
+        checks.append(Check("PASS", "endpoint", f"{base_url} reachable"))
+        data = body.get("data") if isinstance(body, dict) else None
+        known = {m.get("id") for m in data if isinstance(m, dict)} if isinstance(data, list) else set()
+        checks += _model_checks(config, env, known)
         try:
             status, _ = await http.get_json("/key")
         except ProviderError as exc:
@@ -90,16 +117,16 @@ async def _endpoint_checks(settings: Settings) -> list[Check]:
     return checks
 
 
-async def _cache_check(settings: Settings) -> Check:
+async def _cache_check(config: Config) -> Check:
     from resilient_llm.stack import make_store
 
     try:
-        store = make_store(settings)
+        store = make_store(config.cache)
     except ConfigError as exc:
         return Check("FAIL", "cache", str(exc))
     if store is None:
         return Check("WARN", "cache", "off (RESILIENT_LLM_CACHE=off)")
-    where = "Redis" if settings.cache_redis_url else settings.cache_dir
+    where = "Redis" if config.cache.redis_url else config.cache.directory
     try:
         await store.set("doctor:probe", b"{}", 60.0)
         if await store.get("doctor:probe") != b"{}":
@@ -108,53 +135,58 @@ async def _cache_check(settings: Settings) -> Check:
         return Check("FAIL", "cache", f"{store.name} store at {where} not usable: {type(exc).__name__}: {exc}")
     finally:
         await store.close()
-    return Check("PASS", "cache", f"{store.name} store at {where} is writable (mode {settings.cache_mode})")
+    return Check("PASS", "cache", f"{store.name} store at {where} is writable (mode {config.cache.mode})")
 
 
-def _breaker_redis_check(settings: Settings) -> Check | None:
-    if not settings.breaker_redis_url:
+def _breaker_redis_check(config: Config) -> Check | None:
+    if not config.breaker.redis_url:
         return None
     try:
         import redis
 
-        redis.Redis.from_url(settings.breaker_redis_url, socket_timeout=1, socket_connect_timeout=1).ping()
+        redis.Redis.from_url(config.breaker.redis_url, socket_timeout=1, socket_connect_timeout=1).ping()
     except Exception as exc:
         return Check("FAIL", "breaker", f"shared state Redis unreachable: {type(exc).__name__}")
     return Check("PASS", "breaker", "shared state Redis reachable")
 
 
-def _fallback_check(settings: Settings) -> Check:
-    if "litellm" not in settings.fallback:
-        return Check("PASS", "fallback", f"chain {','.join(settings.fallback)}")
-    if not settings.fallback_model:
+def _fallback_check(config: Config) -> Check:
+    routes = config.fallback.routes
+    if "litellm" not in routes:
+        return Check("PASS", "fallback", f"chain {','.join(routes)}")
+    if not config.litellm.model:
         return Check("WARN", "fallback", "litellm route inactive: RESILIENT_LLM_FALLBACK_MODEL is not set")
     if importlib.util.find_spec("litellm") is None:
         return Check("FAIL", "fallback", "litellm route configured but LiteLLM is not installed")
-    return Check("PASS", "fallback", f"litellm route to {settings.fallback_model}, then {settings.fallback[-1]}")
+    return Check("PASS", "fallback", f"litellm route to {config.litellm.model}, then {routes[-1]}")
 
 
 def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
     """All checks, in order; later checks are skipped when the configuration itself is invalid."""
     env = os.environ if env is None else env
     checks: list[Check] = []
-    direct = env.get("USE_OPENROUTER_DIRECT", "").strip().lower()
-    if direct in ("1", "true", "yes", "on"):
+    try:
+        direct = use_openrouter_direct(env)
+    except ConfigError as exc:
+        return [Check("FAIL", "switch", str(exc))]
+    if direct:
         checks.append(Check("PASS", "switch", "USE_OPENROUTER_DIRECT=true: the trainer uses resilient_llm"))
     else:
         checks.append(Check("WARN", "switch", "USE_OPENROUTER_DIRECT is not true: the trainer uses LiteLLM"))
     try:
-        settings = Settings.from_env(env)
+        config = Config.from_env(env)
+        TrainerConfig.from_env(config, env)
     except ConfigError as exc:
         return [*checks, Check("FAIL", "config", str(exc))]
     checks.append(Check("PASS", "config", "every variable valid"))
-    proxy = settings.proxy_for_base_url()
+    proxy = config.http.proxy()
     checks.append(Check("PASS", "proxy", f"via {proxy}" if proxy else "none (direct connection)"))
-    checks += asyncio.run(_endpoint_checks(settings))
-    checks.append(asyncio.run(_cache_check(settings)))
-    breaker = _breaker_redis_check(settings)
+    checks += asyncio.run(_endpoint_checks(config, env))
+    checks.append(asyncio.run(_cache_check(config)))
+    breaker = _breaker_redis_check(config)
     if breaker is not None:
         checks.append(breaker)
-    checks.append(_fallback_check(settings))
+    checks.append(_fallback_check(config))
     return checks
 
 

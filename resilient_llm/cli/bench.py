@@ -1,9 +1,10 @@
 """``resilient-llm bench``: the same seeded workload through LiteLLM (as the trainer calls it), resilient_llm and a
 bare httpx client, against the embedded fault server, in two calling patterns; a table, JSON, logs and plots.
 
-Profiles: clean, flaky, ratelimit, outage (see ``resilient_llm.fault_server``). Patterns: ``gather`` (one event loop,
-``asyncio.gather``) and ``trainer`` (a batch ``asyncio.run`` whose rollouts each run their own ``asyncio.run`` on a
-thread-pool worker). Every call is accounted for: a real answer, a neutral/fallback answer, or an exception.
+Profiles: clean, flaky, ratelimit, outage (see ``resilient_llm.testing.fault_server``). Patterns: ``gather`` (one
+event loop, ``asyncio.gather``) and ``trainer`` (a batch ``asyncio.run`` whose rollouts each run their own
+``asyncio.run`` on a thread-pool worker). Every call is accounted for: a real answer, a neutral/fallback answer, or
+an exception.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from resilient_llm import engine as engine_module
-from resilient_llm.fault_server import PROFILES, RemoteFaultServer
-from resilient_llm.stats import percentiles
+from resilient_llm.cli.stderr_capture import StderrCapture, summary
+from resilient_llm.policy.percentiles import percentiles
+from resilient_llm.testing.fault_server import PROFILES, RemoteFaultServer
 
 MODEL = "openai/gpt-4o-mini"
 LOCAL_KEY = "sk-bench-local-not-a-secret"
@@ -400,7 +402,10 @@ def main(args: argparse.Namespace) -> int:
         litellm.suppress_debug_info = True  # its "Give Feedback" banner on every failure would bury the table
     console = Console() if sys.stdout.isatty() else Console(width=200)
     rows = []
-    with Progress(console=console, transient=True) as progress:
+    # LiteLLM's tracebacks (its logging worker under the trainer's asyncio.run per rollout) go to a file, not over
+    # the table; Rich must not route sys.stderr to the console meanwhile.
+    noise = StderrCapture(out / "bench.stderr.log")
+    with noise, Progress(console=console, transient=True, redirect_stderr=False) as progress:
         task = progress.add_task("bench", total=len(plan) * args.calls)
         for profile, client, pattern in plan:
             progress.update(task, description=f"{profile} / {client} / {pattern}")
@@ -420,8 +425,11 @@ def main(args: argparse.Namespace) -> int:
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bench.md").write_text(markdown_table(rows) + "\n")
     console.print(render_table(rows))
+    for line in summary(noise.path):
+        console.print(line, style=None if line.startswith("LiteLLM") else "bold red", highlight=False)
     if not args.no_plots:
         for path in plot(rows, out):
             console.print(f"plot: {path}")
     console.print(f"results: {out / 'bench.json'}; call logs: {log_file}")
+    noise.until_exit()
     return 0

@@ -10,9 +10,10 @@ import collections
 import dataclasses
 import datetime
 import json
-import math
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from resilient_llm.policy.percentiles import percentiles
 
 ANSWERED = ("ok", "cached", "fallback")
 OUTCOMES = ("ok", "cached", "fallback", "neutral", "error", "cancelled")
@@ -60,17 +61,6 @@ class Group:
 
 def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
-
-
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None, "max": None}
-    ordered = sorted(values)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-    return {"p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99), "max": ordered[-1]}
 
 
 def read_lines(paths: Iterable[str]) -> Iterator[dict[str, Any] | None]:

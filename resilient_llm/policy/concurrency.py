@@ -1,0 +1,283 @@
+"""Adaptive concurrency: how many attempts one endpoint should have in flight, learned from attempts that finish.
+
+Pure: no clock, no I/O. The caller hands each finished attempt in as a ``Sample`` (start and end on its monotonic
+clock, attempts in flight at both, what came back) and keeps the returned ``LimitState``. Anchors: Netflix
+concurrency-limits (AIMD, Vegas, Gradient2), Envoy's adaptive concurrency filter, TCP (slow start, CUBIC).
+
+**Growth.** Until the first decrease, every answer adds 2 permits (slow start, x3 per round trip): from the old
+fixed cap of 20, 64 callers are served after one round trip. After a decrease, CUBIC (RFC 9438) on the time since
+it: fast back to just under the level that drew the refusal, a long plateau there, then ever faster probing above
+it. Refusals, and the Retry-After pauses of every call they bring, stay ~10 s apart at 100 in flight, yet a doubled
+capacity is found within ~20 s. Only answers that found the limit in use count (``in_flight >= 0.5 * limit`` at the
+start or the end, Netflix's rule): an idle limit has learned nothing and must not creep up to the ceiling.
+
+**Refusals** (429, in-flight-budget 402) are judged once per window (one round trip and at least
+``min_window_samples`` attempts). When every refused attempt had at least as many in flight as every answered one,
+the endpoint's capacity is in between: cut to ``backoff_ratio`` times the lowest refused level (after a slow-start
+overshoot that is just under capacity, not 90% of the overshoot), and let CUBIC level off one below it. Refusals
+among answers at higher levels are not about our concurrency (a rate limiter, other clients): the shared
+Retry-After gate paces those, and cutting would only shrink the limit towards 1. Once per window means a burst of
+429s from one overload counts once; attempts sent before a decrease are not judged again. Without Retry-After and
+without bursts, load-independent refusals look like capacity ones, and the limit falls as AIMD's does.
+
+**Timeouts** of an attempt cut by ``backoff_ratio`` at once, as a drop (Netflix AIMD), at most once per limit.
+
+**Queueing** (Gradient2 with rttTolerance, Envoy's gradient controller): a window whose mean latency signal exceeds
+``tolerance`` times the baseline, while the limit was in use, cuts the limit by ``tolerance * baseline / mean``,
+never below ``latency_backoff_min``. The baseline is the lowest window mean, creeping towards later ones by
+``1 / baseline_windows`` per window. Window means, not single minima, because answers vary. Two latency cuts in a row
+that did not make answers faster mean the endpoint itself got slower (another provider): the baseline moves there.
+
+**The latency signal.** Judge answers vary in length, so raw latency mixes queueing with output size. Time to
+headers does not help: OpenRouter sends a non-streamed answer's headers when generation is done. Per output token
+mixes in the fixed part (routing, network, prompt), which dominates short answers. So the signal is the latency
+scaled to an answer of ``token_floor`` tokens, ``latency * min(1, token_floor / completion_tokens)``: short answers
+(a score) count at plain latency, where a queue shows as waiting; long ones per token, where a busy server shows as
+slower decoding. 32 tokens is about where decoding (10-20 ms a token) outweighs the fixed 0.3-0.5 s.
+
+**Bounds.** ``min_limit`` 1; ``max_limit`` 256, the ceiling the HTTP pool is sized to: 256 sockets fit the common
+1024 open-files limit beside a second route's pool and the trainer's files, and 256 judge calls in flight at 1-2 s
+are 130-250 calls/s, a step's thousands of judge calls in seconds; OpenRouter's limits are per account, so the
+provider pushes back before that binds. Failures without a signal (resets, 5xx: the breaker's business) and
+cancelled attempts change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import math
+from dataclasses import dataclass
+
+from resilient_llm.errors import BreakerOpen, ConfigError, ProviderTimeout, is_backpressure
+
+
+class Signal(enum.StrEnum):
+    """What one finished attempt says about the endpoint's capacity."""
+
+    OK = "ok"  # a usable answer (a caller mistake is an answer too)
+    BACKPRESSURE = "backpressure"  # 429, or 402 in-flight budget: too much in flight
+    TIMEOUT = "timeout"  # the attempt ran out of time: treated as a drop
+    FAILURE = "failure"  # failed in a way that says nothing about capacity
+    CANCELLED = "cancelled"  # never finished: a hedge lost, the caller gave up, the breaker refused
+
+
+def signal_of(error: BaseException | None) -> Signal:
+    """The signal of an attempt that returned (``None``) or raised ``error``."""
+    if error is None:
+        return Signal.OK
+    if isinstance(error, (asyncio.CancelledError, BreakerOpen)):
+        return Signal.CANCELLED
+    if is_backpressure(error):
+        return Signal.BACKPRESSURE
+    if isinstance(error, ProviderTimeout) and error.kind != "pool_timeout":  # our own pool is not the endpoint
+        return Signal.TIMEOUT
+    return Signal.FAILURE
+
+
+def _check(name: str, value: object, ok: bool, accepted: str) -> None:
+    if not ok or isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+        raise ConfigError(f"concurrency limit {name}={value!r}: expected {accepted}")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitConfig:
+    """How the limit moves. Defaults are argued in the module docstring; ``ConfigError`` names a bad field."""
+
+    initial: int = 20  # the old fixed cap: the first round trip behaves as before
+    min_limit: int = 1
+    max_limit: int = 256  # the ceiling; size the HTTP pool to it
+    backoff_ratio: float = 0.9  # per backpressure window or timeout (Netflix AIMD's default)
+    slow_start_step: float = 2.0  # permits per good answer until the first decrease: x3 per round trip
+    cubic: float = 0.02  # CUBIC's C after a decrease, permits/s^3: ~11 s from one refusal to the next at 100
+    min_utilisation: float = 0.5  # grow only while attempts find this share of the limit in use (Netflix's rule)
+    separation: float = 0.9  # refusals count when refused in_flight >= this times the most that got answers
+    tolerance: float = 1.5  # window latency over baseline beyond this is a queue (Gradient2's rttTolerance)
+    latency_backoff_min: float = 0.75  # one latency decrease cuts at most this deep
+    baseline_windows: int = 100  # a lasting rise moves the baseline 1/n of the gap per window
+    min_window_samples: int = 8  # finished attempts a window needs before it is judged
+    token_floor: int = 32  # latency is scaled to an answer of this many tokens
+
+    def __post_init__(self) -> None:
+        for name in ("initial", "min_limit", "max_limit", "baseline_windows", "min_window_samples", "token_floor"):
+            value = getattr(self, name)
+            _check(name, value, isinstance(value, int) and value >= 1, "an integer >= 1")
+        _check("max_limit", self.max_limit, self.max_limit >= self.min_limit, f"an integer >= {self.min_limit}")
+        span = f"an integer in [{self.min_limit}, {self.max_limit}] (min_limit..max_limit)"
+        _check("initial", self.initial, self.min_limit <= self.initial <= self.max_limit, span)
+        for name, low, high, accepted in (
+            ("backoff_ratio", 0.5, 0.99, "a number in [0.5, 0.99]"),
+            ("slow_start_step", 0.1, 4.0, "a number in [0.1, 4]"),
+            ("cubic", 0.001, 10.0, "a number in [0.001, 10]"),
+            ("min_utilisation", 0.0, 1.0, "a number in [0, 1]"),
+            ("separation", 0.0, 1.0, "a number in [0, 1]"),
+            ("tolerance", 1.05, 10.0, "a number in [1.05, 10]"),
+            ("latency_backoff_min", 0.1, 0.99, "a number in [0.1, 0.99]"),
+        ):
+            value = getattr(self, name)
+            _check(name, value, isinstance(value, int | float) and low <= value <= high, accepted)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One finished attempt: times in seconds on the caller's monotonic clock; in-flight counts include itself."""
+
+    signal: Signal
+    start: float
+    end: float
+    in_flight: int  # attempts in flight when it started
+    in_flight_end: int | None = None  # ... and when it finished (None: as at the start)
+    completion_tokens: int | None = None  # from ``usage``, when the provider sent it
+
+    def __post_init__(self) -> None:
+        _check("Sample.start", self.start, math.isfinite(self.start), "a finite number of seconds")
+        _check("Sample.end", self.end, math.isfinite(self.end) and self.end >= self.start, "a time >= start")
+        _check("Sample.in_flight", self.in_flight, isinstance(self.in_flight, int) and self.in_flight >= 1, ">= 1")
+        end = self.in_flight_end
+        _check("Sample.in_flight_end", end, end is None or (isinstance(end, int) and end >= 1), "None or >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Attempts finished since the window opened; it closes one round trip later (an attempt started after it
+    opened has come back) with at least ``min_window_samples`` attempts, and is then judged once."""
+
+    opened: float | None = None
+    samples: int = 0
+    answered: int = 0
+    latency_sum: float = 0.0  # of the answered attempts' latency signals
+    peak: int = 0  # most attempts in flight seen
+    answered_max: int = 0  # most attempts in flight at the start of one that got an answer
+    refused_min: int | None = None  # fewest in flight at the start of one that was refused
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """The limit and what it remembers. ``reason`` says why the last ``update`` changed ``permits`` (else None)."""
+
+    limit: float
+    slow_start: bool = True
+    decreased_at: float = -math.inf  # attempts started before this were sent under an older limit
+    plateau: float = 0.0  # where CUBIC levels off after the last decrease (its W_max)
+    cubic_k: float = 0.0  # seconds after the last decrease at which CUBIC reaches the plateau
+    window: Window = Window()
+    baseline: float | None = None  # the latency signal's observed floor
+    cut_mean: float | None = None  # the window latency behind the last latency decrease, until the next window
+    cut_ratio: float = 1.0  # the share of the attempts then in flight that it left
+    futile_cuts: int = 0  # latency decreases in a row after which answers did not get faster
+    reason: str | None = None
+
+    @property
+    def permits(self) -> int:
+        """The limit as a whole number of attempts."""
+        return int(self.limit)
+
+
+def initial_state(config: LimitConfig) -> LimitState:
+    return LimitState(limit=float(config.initial))
+
+
+def adopt(config: LimitConfig, state: LimitState, limit: float) -> LimitState:
+    """The state with another limit (the shared value of several processes), clamped to the bounds."""
+    _check("limit", limit, isinstance(limit, int | float) and not math.isnan(limit), "a number")
+    return dataclasses.replace(state, limit=min(config.max_limit, max(config.min_limit, limit)), reason=None)
+
+
+def update(config: LimitConfig, state: LimitState, sample: Sample) -> LimitState:
+    """The state after one finished attempt."""
+    if state.reason is not None:
+        state = dataclasses.replace(state, reason=None)
+    if sample.signal in (Signal.FAILURE, Signal.CANCELLED) or sample.start < state.decreased_at:
+        return state  # no news, or news about a limit already left behind
+    if sample.signal is Signal.TIMEOUT:
+        level = min(state.limit, max(sample.in_flight, sample.in_flight_end or 0))
+        return _decrease(config, state, level, config.backoff_ratio, sample.end, "timeout")
+    if sample.signal is Signal.OK:
+        state = _grow(config, state, sample)
+    return _judge(config, state, _record(config, state.window, sample), sample)
+
+
+def _record(config: LimitConfig, window: Window, sample: Sample) -> Window:
+    refused = sample.signal is Signal.BACKPRESSURE
+    signal = sample.end - sample.start
+    if sample.completion_tokens:
+        signal *= min(1.0, config.token_floor / sample.completion_tokens)
+    return Window(
+        opened=sample.end if window.opened is None else window.opened,
+        samples=window.samples + 1,
+        answered=window.answered + (not refused),
+        latency_sum=window.latency_sum + (0.0 if refused else signal),
+        peak=max(window.peak, sample.in_flight, sample.in_flight_end or 0),
+        answered_max=window.answered_max if refused else max(window.answered_max, sample.in_flight),
+        refused_min=min(window.refused_min or sample.in_flight, sample.in_flight) if refused else window.refused_min,
+    )
+
+
+def _judge(config: LimitConfig, state: LimitState, window: Window, sample: Sample) -> LimitState:
+    """Judge a window once it closes: first for refusals, then for queueing."""
+    assert window.opened is not None
+    if sample.start < window.opened or window.samples < config.min_window_samples:
+        return dataclasses.replace(state, window=window)
+    state = dataclasses.replace(state, window=Window())
+    refused = window.refused_min
+    if refused is not None and refused >= config.separation * window.answered_max:
+        # Refused above every level that got answers: the edge of the endpoint's capacity, so cut to just below
+        # it. Nothing answered: no edge seen, a plain multiplicative decrease. Refusals among answers at higher
+        # levels are not about our concurrency (a rate limiter, another client): the shared gate paces them.
+        level = min(state.limit, float(refused)) if window.answered_max else state.limit
+        return _decrease(config, state, level, config.backoff_ratio, sample.end, "backpressure")
+    if window.answered < config.min_window_samples:
+        return state
+    mean = window.latency_sum / window.answered
+    baseline = mean if state.baseline is None else state.baseline
+    queueing = mean > config.tolerance * baseline and window.peak >= config.min_utilisation * state.limit
+    futile = 0
+    if state.cut_mean is not None and mean >= state.cut_mean * (1.0 + state.cut_ratio) / 2:
+        futile = state.futile_cuts + 1  # not even half as much faster as a shorter queue would have made it
+    if queueing and futile >= 2:
+        # Two latency decreases in a row did not shorten the answers: the endpoint itself got slower (another
+        # provider, longer prompts). That is the new normal, not a reason to cut again.
+        baseline, queueing, futile = mean, False, 0
+    baseline = mean if mean < baseline else baseline + (mean - baseline) / config.baseline_windows
+    state = dataclasses.replace(state, baseline=baseline, cut_mean=None, futile_cuts=futile)
+    if not queueing:
+        return state
+    level = min(state.limit, float(window.peak))
+    ratio = max(config.latency_backoff_min, config.tolerance * baseline / mean)
+    cut = _decrease(config, state, level, ratio, sample.end, "latency")
+    return dataclasses.replace(cut, cut_mean=mean, cut_ratio=cut.limit / max(level, 1.0), futile_cuts=futile)
+
+
+def _decrease(
+    config: LimitConfig, state: LimitState, level: float, ratio: float, now: float, reason: str
+) -> LimitState:
+    """Cut to ``level * ratio``. CUBIC then climbs back to a plateau one below a refused level and stays there a
+    while, or, after a timeout or a queue (no level known to fail), probes upwards from the new limit."""
+    limit = max(float(config.min_limit), min(state.limit, level * ratio))
+    plateau = max(limit, level - 1.0) if reason == "backpressure" else limit
+    return dataclasses.replace(
+        state,
+        limit=limit,
+        slow_start=False,
+        decreased_at=now,
+        plateau=plateau,
+        cubic_k=((plateau - limit) / config.cubic) ** (1 / 3),
+        window=Window(),
+        cut_mean=None,
+        reason=reason if int(limit) != state.permits else None,
+    )
+
+
+def _grow(config: LimitConfig, state: LimitState, sample: Sample) -> LimitState:
+    limit = state.limit
+    if max(sample.in_flight, sample.in_flight_end or 0) >= config.min_utilisation * limit:
+        if state.slow_start:
+            step = config.slow_start_step
+        else:  # CUBIC (RFC 9438), per answer a share of the way to its target, at most the slow-start step
+            target = state.plateau + config.cubic * (sample.end - state.decreased_at - state.cubic_k) ** 3
+            step = min(config.slow_start_step, (target - limit) / limit)
+        limit = min(float(config.max_limit), limit + max(0.0, step))
+    if int(limit) == state.permits:
+        return dataclasses.replace(state, limit=limit)
+    return dataclasses.replace(state, limit=limit, reason="slow_start" if state.slow_start else "increase")

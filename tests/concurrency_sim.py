@@ -1,0 +1,173 @@
+"""A discrete-event simulation of callers, the adaptive limit and an endpoint, on a simulated clock (no sleeps).
+
+Callers each make calls one after another; every attempt takes a permit of the limit (FIFO), and a refused attempt
+is tried again after the endpoint's Retry-After, which pauses every caller (the shared gate). The endpoint takes at
+most ``capacity`` attempts at once (beyond: an immediate 429), serves them with ``workers`` parallel workers (beyond:
+a FIFO queue, so latency rises) and can change its capacity at given times.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from resilient_llm.policy.concurrency import LimitConfig, LimitState, Sample, Signal, initial_state, update
+
+REFUSAL_S = 0.002  # a 429 comes back at once
+
+
+@dataclass
+class Endpoint:
+    capacity: int | None = None  # attempts admitted at once; None: unlimited
+    workers: int | None = None  # attempts served at once, the rest queue; None: unlimited
+    latency: Callable[[random.Random], float] = lambda rng: rng.uniform(0.4, 0.6)
+    tokens: Callable[[random.Random], int | None] = lambda rng: 12
+    retry_after: float = 1.0
+    rate: float | None = None  # a token bucket: admitted attempts per second, beyond: an immediate 429
+    burst: int = 50
+    refuse_share: float = 0.0  # this share of attempts gets a 429 whatever the load (a flaky rate limiter)
+    capacity_changes: list[tuple[float, int]] = field(default_factory=list)  # (at time, new capacity)
+    slowdown: tuple[float, float] | None = None  # (from time, factor): every answer takes this much longer
+
+
+@dataclass
+class Result:
+    limits: list[tuple[float, int]]  # (time, permits) at every change
+    wall: float
+    completed: int
+    requests: int
+    refusals: int
+    peak_admitted: int
+    states: list[LimitState]
+    latencies: list[float]  # of the attempts that got an answer, in the order they finished
+    arrivals: list[tuple[float, bool]]  # (time, refused) of every attempt the endpoint saw
+
+    @property
+    def calls_per_s(self) -> float:
+        return self.completed / self.wall
+
+    def permits_at(self, when: float) -> int:
+        value = self.limits[0][1]
+        for at, permits in self.limits:
+            if at > when:
+                break
+            value = permits
+        return value
+
+    def refusal_share(self, start: float, end: float) -> float:
+        """The share of attempts refused among those that reached the endpoint in [start, end)."""
+        window = [refused for at, refused in self.arrivals if start <= at < end]
+        return sum(window) / max(1, len(window))
+
+
+def simulate(
+    endpoint: Endpoint,
+    *,
+    callers: int,
+    calls: int,
+    config: LimitConfig | None = None,
+    fixed: int | None = None,
+    seed: int = 0,
+    gate: bool = True,
+) -> Result:
+    """Run ``calls`` calls from ``callers`` callers; ``fixed`` replaces the adaptive limit by a fixed one."""
+    config = config or LimitConfig()
+    rng = random.Random(seed)
+    state = initial_state(config)
+    permits = fixed if fixed is not None else state.permits
+    events: list[tuple[float, int, str, tuple[object, ...]]] = []
+    seq = itertools.count()
+    waiting: collections.deque[int] = collections.deque()
+    queue: collections.deque[tuple[float, int, int]] = collections.deque()  # admitted, waiting for a worker
+    capacity = endpoint.capacity
+    now = in_flight = admitted = serving = started_calls = completed = requests = refusals = peak = 0
+    gate_until = 0.0
+    tokens, refilled = float(endpoint.burst), 0.0
+    limits = [(0.0, permits)]
+    states: list[LimitState] = []
+    arrivals: list[tuple[float, bool]] = []
+    latencies: list[float] = []
+
+    def push(at: float, kind: str, *payload: object) -> None:
+        heapq.heappush(events, (at, next(seq), kind, payload))
+
+    def start_attempt(caller: int) -> None:
+        nonlocal in_flight, admitted, serving, requests, refusals, peak, tokens, refilled
+        in_flight += 1
+        requests += 1
+        if endpoint.rate is not None:
+            tokens, refilled = min(float(endpoint.burst), tokens + (now - refilled) * endpoint.rate), now
+        full = capacity is not None and admitted >= capacity
+        if full or (endpoint.rate is not None and tokens < 1) or rng.random() < endpoint.refuse_share:
+            refusals += 1
+            arrivals.append((now, True))
+            push(now + REFUSAL_S, "done", caller, now, in_flight, False)
+            return
+        arrivals.append((now, False))
+        tokens -= 1
+        admitted += 1
+        peak = max(peak, admitted)
+        if endpoint.workers is None or serving < endpoint.workers:
+            serving += 1
+            push(now + service(), "done", caller, now, in_flight, True)
+        else:
+            queue.append((now, caller, in_flight))
+
+    def service() -> float:
+        factor = endpoint.slowdown[1] if endpoint.slowdown and now >= endpoint.slowdown[0] else 1.0
+        return endpoint.latency(rng) * factor
+
+    def drain() -> None:
+        while waiting and in_flight < permits and now >= gate_until:
+            start_attempt(waiting.popleft())
+
+    for caller in range(min(callers, calls)):
+        started_calls += 1
+        push(0.0, "want", caller)
+    for at, new_capacity in endpoint.capacity_changes:
+        push(at, "capacity", new_capacity)
+    while events and completed < calls:
+        now, _, kind, payload = heapq.heappop(events)
+        if kind == "capacity":
+            capacity = int(payload[0])  # type: ignore[call-overload]
+        elif kind == "want":
+            waiting.append(int(payload[0]))  # type: ignore[call-overload]
+        elif kind == "done":
+            caller, began, flight, served = payload
+            assert isinstance(caller, int)
+            assert isinstance(began, float | int)
+            assert isinstance(flight, int)
+            in_flight -= 1
+            if served:
+                admitted -= 1
+                serving -= 1
+                if queue:
+                    queued_at, next_caller, next_flight = queue.popleft()
+                    serving += 1
+                    push(now + service(), "done", next_caller, queued_at, next_flight, True)
+            signal = Signal.OK if served else Signal.BACKPRESSURE
+            output = endpoint.tokens(rng) if served else None
+            sample = Sample(signal, float(began), now, flight, in_flight + 1, output)
+            if fixed is None:
+                state = update(config, state, sample)
+                states.append(state)
+                if state.permits != permits:
+                    permits = state.permits
+                    limits.append((now, permits))
+            if served:
+                latencies.append(now - float(began))
+                completed += 1
+                if started_calls < calls:
+                    started_calls += 1
+                    waiting.append(caller)
+            else:
+                if gate and now + endpoint.retry_after > gate_until:
+                    gate_until = now + endpoint.retry_after
+                    push(gate_until, "gate")
+                push(now if gate else now + endpoint.retry_after, "want", caller)
+        drain()
+    return Result(limits, now, completed, requests, refusals, peak, states, latencies, arrivals)

@@ -1,0 +1,132 @@
+"""The fault server's capacity and realistic-latency profiles, over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from typing import Any
+
+import httpx
+import pytest
+
+from resilient_llm.testing.fault_server import FaultServer, RemoteFaultServer
+
+HEADERS = {"Authorization": "Bearer sk-or-v1-TESTKEY"}
+
+
+async def burst(url: str, count: int, tag: str) -> list[httpx.Response]:
+    """``count`` different chat requests sent at once."""
+    limits = httpx.Limits(max_connections=count)
+    async with httpx.AsyncClient(limits=limits, timeout=10.0, trust_env=False) as client:
+        return await asyncio.gather(
+            *(
+                client.post(
+                    url + "/chat/completions",
+                    json={"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": f"{tag} {i}"}]},
+                    headers=HEADERS,
+                )
+                for i in range(count)
+            )
+        )
+
+
+def statuses(responses: list[httpx.Response]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for response in responses:
+        counts[response.status_code] = counts.get(response.status_code, 0) + 1
+    return counts
+
+
+def test_capacity_admits_at_most_c_and_refuses_the_rest_at_once() -> None:
+    """Capacity 4, 10 requests at once: 4 answered after the latency, 6 refused at once with 429 + Retry-After."""
+    with FaultServer("capacity", capacity=4, latency_s=0.5, retry_after_s=1.0) as server:
+        started = time.monotonic()
+        responses = asyncio.run(burst(server.url, 10, "cap"))
+        assert statuses(responses) == {200: 4, 429: 6}
+        refused = [r for r in responses if r.status_code == 429]
+        assert all(r.headers["retry-after"] == "1" for r in refused)
+        assert all(r.elapsed.total_seconds() < 0.4 for r in refused)  # not held for the 0.5 s latency
+        assert time.monotonic() - started >= 0.5
+        stats = server.stats()
+    assert (stats["capacity"], stats["peak_admitted"], stats["admitted"], stats["capacity_refusals"]) == (4, 4, 0, 6)
+    assert stats["faults"] == {"ok": 4, "http_429": 6}
+
+
+def test_capacity_changes_while_running() -> None:
+    """Halved from 6 to 3 between two bursts (method, then admin endpoint): each burst gets what C allows."""
+    with FaultServer("capacity", capacity=6, latency_s=0.2) as server:
+        assert statuses(asyncio.run(burst(server.url, 8, "first"))) == {200: 6, 429: 2}
+        server.set_capacity(3)
+        assert statuses(asyncio.run(burst(server.url, 8, "second"))) == {200: 3, 429: 5}
+        root = server.url.removesuffix("/api/v1")
+        request = urllib.request.Request(root + "/_capacity", data=json.dumps({"capacity": 5}).encode())
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=5) as answer:
+            assert json.loads(answer.read()) == {"capacity": 5}
+        assert statuses(asyncio.run(burst(server.url, 8, "third"))) == {200: 5, 429: 3}
+        assert server.stats()["peak_admitted"] == 6
+
+
+def test_capacity_rejects_nonsense() -> None:
+    """A capacity below 1 is refused, at construction, by method and over HTTP (400)."""
+    with pytest.raises(ValueError, match="capacity=0"):
+        FaultServer("capacity", capacity=0)
+    with FaultServer("capacity") as server:
+        assert server.stats()["capacity"] == 100
+        with pytest.raises(ValueError, match="capacity=-2"):
+            server.set_capacity(-2)
+        response = httpx.post(server.url.removesuffix("/api/v1") + "/_capacity", json={"c": 1}, trust_env=False)
+        assert response.status_code == 400
+        assert server.stats()["capacity"] == 100
+
+
+def test_retry_before_retry_after_is_a_violation() -> None:
+    """A refused request repeated sooner than its Retry-After is counted as a violation."""
+    with FaultServer("capacity", capacity=1, latency_s=0.3, retry_after_s=1.0) as server:
+        body: dict[str, Any] = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "again"}]}
+
+        async def run() -> list[int]:
+            async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
+                hold = asyncio.create_task(
+                    client.post(server.url + "/chat/completions", json={**body, "n": 1}, headers=HEADERS)
+                )
+                await asyncio.sleep(0.05)
+                first = await client.post(server.url + "/chat/completions", json=body, headers=HEADERS)
+                second = await client.post(server.url + "/chat/completions", json=body, headers=HEADERS)
+                return [(await hold).status_code, first.status_code, second.status_code]
+
+        assert asyncio.run(run()) == [200, 429, 429]
+        assert server.stats()["retry_after_violations"] == 1
+
+
+def test_clean_500ms_answers_in_500_plus_minus_100_ms() -> None:
+    """Every answer of clean-500ms takes 0.4-0.6 s, the same for the same request, and they differ."""
+    with FaultServer("clean-500ms") as server:
+        started = time.monotonic()
+        responses = asyncio.run(burst(server.url, 20, "judge"))
+        wall = time.monotonic() - started
+        assert statuses(responses) == {200: 20}
+        took = [r.elapsed.total_seconds() for r in responses]
+        assert min(took) >= 0.39
+        assert max(took) < 1.5  # 0.6 s plus generous room for a busy machine
+        assert len({round(t, 2) for t in took}) > 5  # spread, not one fixed latency
+        assert wall < 3.0  # served in parallel
+        assert server.stats()["capacity"] is None
+
+
+def test_an_explicit_latency_replaces_the_profiles() -> None:
+    """latency_s given: that latency, whatever the profile says."""
+    with FaultServer("clean-500ms", latency_s=0.0) as server:
+        responses = asyncio.run(burst(server.url, 5, "fast"))
+        assert max(r.elapsed.total_seconds() for r in responses) < 0.3
+
+
+def test_remote_capacity_server_is_controlled_over_http() -> None:
+    """The child-process server takes --capacity, changes it on request and reports admissions."""
+    with RemoteFaultServer("capacity", capacity=2, latency_s=0.3) as server:
+        assert statuses(asyncio.run(burst(server.url, 5, "remote"))) == {200: 2, 429: 3}
+        server.set_capacity(4)
+        assert statuses(asyncio.run(burst(server.url, 5, "remote again"))) == {200: 4, 429: 1}
+        stats = server.stats()
+    assert (stats["capacity"], stats["peak_admitted"], stats["capacity_refusals"]) == (4, 4, 4)

@@ -1,0 +1,129 @@
+"""Outages: calls wait (no slot, no retries spent) for the breaker to close, within a budget; probes space out."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from resilient_llm import Engine, Outcome
+from resilient_llm.policy.breaker import outage_budget_left, probe_delay
+from resilient_llm.testing.fault_server import FaultServer
+from tests.conftest import MODEL, call_lines, read_log
+
+WAITING = {"breaker_fail_max": 3, "breaker_reset_timeout": 0.2, "timeout": 20.0}
+
+
+def test_probes_start_at_the_base_double_and_stop_at_the_cap() -> None:
+    """1 s, 2 s, 4 s ... 30 s between trials while they fail; jitter adds at most 20%."""
+    delays = [probe_delay(n, base=1.0, cap=30.0, jitter=0.0) for n in range(8)]
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert probe_delay(0, base=1.0, cap=30.0, jitter=1.0) == pytest.approx(1.2)
+    hour = 0.0
+    trials = 0
+    while hour < 3600:
+        hour += probe_delay(trials, base=1.0, cap=30.0, jitter=0.5)
+        trials += 1
+    assert trials / 60 < 2.2  # about two requests a minute into a one-hour outage
+
+
+def test_the_budget_counts_from_the_first_meeting_and_never_passes_the_call_timeout() -> None:
+    """A call that met the open breaker at t=10 with a 60 s budget may wait until t=70, or its own timeout."""
+    assert outage_budget_left(40.0, 10.0, budget=60.0, call_timeout=600.0) == 30.0
+    assert outage_budget_left(40.0, 10.0, budget=60.0, call_timeout=20.0) == 0.0
+    assert outage_budget_left(11.0, 10.0, budget=0.0, call_timeout=600.0) == 0.0
+
+
+def bring_back_after(server: FaultServer, seconds: float) -> threading.Timer:
+    timer = threading.Timer(seconds, lambda: setattr(server, "down", False))
+    timer.start()
+    return timer
+
+
+def test_calls_wait_out_a_short_outage_and_all_get_real_answers(
+    server: FaultServer, make_engine: Callable[..., Engine], log_path: Path
+) -> None:
+    """40 calls during a 1.5 s outage: every one answered for real, few requests into the dead endpoint."""
+    engine = make_engine(**WAITING)
+    server.down = True
+    timer = bring_back_after(server, 1.5)
+
+    async def wave() -> list[Outcome]:
+        results = await asyncio.gather(*(engine.acomplete(MODEL, user=f"c{i}") for i in range(40)))
+        return [r.outcome for r in results]
+
+    started = time.monotonic()
+    outcomes = asyncio.run(wave())
+    timer.join()
+    assert outcomes == [Outcome.OK] * 40
+    assert time.monotonic() - started < 6.0
+    assert server.stats()["requests"] - 40 <= 30  # the first wave, then one trial per period
+    lines = call_lines(log_path)
+    assert sum(1 for line in lines if line["waited_s"] > 1.0) >= 30
+    assert all(line["attempts"] <= 3 for line in lines)  # waiting spent no retries
+    outage = [e for e in read_log(log_path) if e["event"] == "outage"]
+    assert [e["phase"] for e in outage] == ["started", "ended"]
+    assert outage[1]["calls_waited"] >= 30
+    assert outage[1]["calls_resumed"] >= 30
+    assert outage[1]["calls_out_of_budget"] == 0
+
+
+def test_an_outage_longer_than_the_budget_ends_neutral_when_the_budget_runs_out(
+    server: FaultServer, make_engine: Callable[..., Engine], log_path: Path
+) -> None:
+    """With a 1 s budget and an endpoint that stays down, calls end neutral about 1 s after meeting the breaker."""
+    engine = make_engine(**WAITING, breaker_outage_wait=1.0, neutral_text="N")
+    server.down = True
+    engine.complete(MODEL, user="trip", raise_caller_errors=False)
+    started = time.monotonic()
+    result = engine.complete(MODEL, user="waits", raise_caller_errors=False)
+    took = time.monotonic() - started
+    assert (result.outcome, result.text) == (Outcome.NEUTRAL, "N")
+    assert 0.9 <= took <= 3.0
+    assert result.failures[-1].kind == "breaker_open"
+    assert call_lines(log_path)[-1]["waited_s"] >= 0.9
+
+
+def test_cancelling_a_waiting_call_frees_it_at_once(server: FaultServer, make_engine: Callable[..., Engine]) -> None:
+    """A call waiting for an open breaker is cancelled within a moment, and the engine goes on."""
+    engine = make_engine(**WAITING)
+    server.down = True
+    engine.complete(MODEL, user="trip", raise_caller_errors=False, timeout=1.0)
+
+    async def cancel_waiting() -> float:
+        task = asyncio.ensure_future(engine.acomplete(MODEL, user="waiting"))
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.monotonic() - started
+
+    assert asyncio.run(cancel_waiting()) < 0.5
+    server.down = False
+    assert engine.complete(MODEL, user="after").outcome is Outcome.OK
+
+
+@pytest.fixture
+def other_provider() -> Iterator[FaultServer]:
+    with FaultServer("clean") as srv:
+        yield srv
+
+
+def test_with_another_provider_configured_calls_fail_over_at_once(
+    server: FaultServer, other_provider: FaultServer, make_engine: Callable[..., Engine]
+) -> None:
+    """A second provider answering now beats waiting: with LiteLLM configured, no call waits for the breaker."""
+    engine = make_engine(
+        **WAITING, fallback_model="openai/gpt-4o-mini", fallback_base_url=other_provider.url, fallback_api_key="sk-2"
+    )
+    server.down = True
+    engine.complete(MODEL, user="trip")
+    started = time.monotonic()
+    result = engine.complete(MODEL, user="fails over")
+    assert result.outcome is Outcome.FALLBACK
+    assert time.monotonic() - started < 1.0

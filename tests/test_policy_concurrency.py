@@ -1,0 +1,251 @@
+"""The adaptive concurrency policy over sequences of samples and simulated endpoints: no clock, no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections.abc import Iterable
+
+import pytest
+
+from resilient_llm.errors import BreakerOpen, ConfigError, ConnectionFailed, ErrorResponse, ProviderTimeout
+from resilient_llm.policy.concurrency import (
+    LimitConfig,
+    LimitState,
+    Sample,
+    Signal,
+    adopt,
+    initial_state,
+    signal_of,
+    update,
+)
+from tests.concurrency_sim import Endpoint, simulate
+
+CONFIG = LimitConfig()
+
+
+def feed(state: LimitState, samples: Iterable[Sample], config: LimitConfig = CONFIG) -> list[LimitState]:
+    states = [state]
+    for sample in sorted(samples, key=lambda s: s.end):
+        states.append(update(config, states[-1], sample))
+    return states
+
+
+def rounds(
+    count: int, size: int, *, latency: float = 0.5, start: float = 0.0, signal: Signal = Signal.OK, tokens: int = 12
+) -> list[Sample]:
+    """``count`` round trips of ``size`` attempts each, all started together with the limit in use."""
+    return [
+        Sample(signal, start + r * latency, start + (r + 1) * latency + i * 1e-4, size, size, tokens)
+        for r in range(count)
+        for i in range(size)
+    ]
+
+
+def test_defaults_are_the_old_cap_and_a_ceiling() -> None:
+    """The limit starts at the old fixed cap of 20 and stays within 1..256."""
+    state = initial_state(CONFIG)
+    assert state.permits == 20
+    assert (CONFIG.min_limit, CONFIG.max_limit) == (1, 256)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"initial": 0}, "initial=0"),
+        ({"initial": 300}, "initial=300"),
+        ({"min_limit": 10, "max_limit": 5}, "max_limit=5"),
+        ({"backoff_ratio": 1.0}, "backoff_ratio=1.0"),
+        ({"tolerance": float("nan")}, "tolerance=nan"),
+        ({"cubic": 0}, "cubic=0"),
+        ({"token_floor": True}, "token_floor=True"),
+        ({"separation": "high"}, "separation='high'"),
+    ],
+)
+def test_config_refuses_bad_values_by_name(overrides: dict[str, object], named: str) -> None:
+    """A bad field is a ConfigError naming the field, the value and what is accepted."""
+    with pytest.raises(ConfigError, match="expected") as caught:
+        LimitConfig(**overrides)  # type: ignore[arg-type]
+    assert named in str(caught.value)
+
+
+def test_sample_refuses_impossible_values() -> None:
+    """A sample that ends before it starts, or counts no attempt in flight, is refused by name."""
+    with pytest.raises(ConfigError, match=r"Sample\.end"):
+        Sample(Signal.OK, 2.0, 1.0, 1)
+    with pytest.raises(ConfigError, match=r"Sample\.in_flight=0"):
+        Sample(Signal.OK, 1.0, 2.0, 0)
+
+
+def test_signal_of_each_outcome() -> None:
+    """429 and in-flight 402 are backpressure, timeouts drops, pool waits and resets no signal, cancels nothing."""
+    assert signal_of(None) is Signal.OK
+    assert signal_of(ErrorResponse("x", kind="http_429", status=429)) is Signal.BACKPRESSURE
+    budget = ErrorResponse("x", kind="http_402", status=402, code="in_flight_budget_exhausted")
+    assert signal_of(budget) is Signal.BACKPRESSURE
+    assert signal_of(ErrorResponse("x", kind="http_402", status=402)) is Signal.FAILURE  # out of credits
+    assert signal_of(ProviderTimeout("slow", kind="read_timeout")) is Signal.TIMEOUT
+    assert signal_of(ProviderTimeout("pool", kind="pool_timeout")) is Signal.FAILURE
+    assert signal_of(ConnectionFailed("reset", kind="connection_reset")) is Signal.FAILURE
+    assert signal_of(asyncio.CancelledError()) is Signal.CANCELLED
+    assert signal_of(BreakerOpen("open", kind="breaker_open")) is Signal.CANCELLED
+
+
+def test_slow_start_adds_two_per_answer_while_the_limit_is_used() -> None:
+    """Each answer adds 2 permits while at least half the limit is in flight: 20 in flight take it to 42."""
+    states = feed(initial_state(CONFIG), rounds(1, 20))
+    assert [s.permits for s in states[:4]] == [20, 22, 24, 26]
+    assert states[-1].permits == 42
+    assert {s.reason for s in states[1:12]} == {"slow_start"}
+
+
+def test_idle_limit_does_not_grow() -> None:
+    """Answers with few attempts in flight teach nothing: the limit stays put however many there are."""
+    samples = [Sample(Signal.OK, i * 0.1, i * 0.1 + 0.5, 3, 3, 12) for i in range(10_000)]
+    assert feed(initial_state(CONFIG), samples)[-1].permits == 20
+
+
+def test_ceiling_and_floor_hold() -> None:
+    """Endless answers stop at the ceiling; endless refusals stop at the floor."""
+    config = LimitConfig(max_limit=50, min_limit=2)
+    up = feed(initial_state(config), rounds(40, 50), config)
+    assert max(s.permits for s in up) == 50
+    down = feed(up[-1], rounds(200, 50, latency=0.01, start=100.0, signal=Signal.BACKPRESSURE), config)
+    assert min(s.permits for s in down) == 2
+
+
+def test_a_burst_of_refusals_counts_once() -> None:
+    """22 429s of attempts sent under one limit cut it once, by 10%, to just under the lowest refused level."""
+    state = feed(initial_state(CONFIG), rounds(1, 20))[-1]  # 42 permits, 20 answered at 20 in flight
+    burst = [Sample(Signal.BACKPRESSURE, 1.0, 1.001 + i * 1e-4, 21 + i, 42) for i in range(22)]
+    late = Sample(Signal.BACKPRESSURE, 1.01, 1.011, 42)  # sent later, under the same limit: closes the window
+    states = feed(state, [*burst, late])
+    cuts = [s for s in states if s.reason == "backpressure"]
+    assert len(cuts) == 1
+    assert states[-1].permits == int(0.9 * 21)
+    after = feed(states[-1], [Sample(Signal.BACKPRESSURE, 1.0, 1.02 + i * 1e-3, 42) for i in range(40)])
+    assert after[-1].permits == states[-1].permits  # stragglers sent before the cut are already paid for
+
+
+def test_refusals_among_answers_at_higher_levels_do_not_cut() -> None:
+    """A rate limiter refusing at random (refused attempts below answered ones) leaves the limit to the gate."""
+    state = initial_state(CONFIG)
+    mixed = [
+        Sample(Signal.BACKPRESSURE if i % 3 else Signal.OK, r * 0.5, r * 0.5 + (0.01 if i % 3 else 0.05), i + 1)
+        for r in range(20)
+        for i in range(20)
+    ]
+    states = feed(state, mixed)
+    assert not [s for s in states if s.reason == "backpressure"]
+
+
+def test_timeouts_cut_once_per_limit() -> None:
+    """Attempt timeouts are drops: the first cuts by 10%, those sent before it change nothing."""
+    state = initial_state(CONFIG)
+    timeouts = [Sample(Signal.TIMEOUT, 0.0, 30.0 + i, 20) for i in range(5)]
+    states = feed(state, timeouts)
+    assert [s.permits for s in states] == [20, 18, 18, 18, 18, 18]
+    assert states[1].reason == "timeout"
+
+
+def test_failures_and_cancellations_change_nothing() -> None:
+    """Resets, 5xx and cancelled attempts say nothing about capacity."""
+    state = initial_state(CONFIG)
+    noise = [Sample(signal, i, i + 0.1, 20) for i in range(50) for signal in (Signal.FAILURE, Signal.CANCELLED)]
+    assert feed(state, noise)[-1] == state
+
+
+def test_cubic_levels_off_under_the_refused_level() -> None:
+    """After a refusal at 101 in flight the limit climbs back under it within 5 s, stays there ~7 s, then probes."""
+    state = LimitState(limit=101.0, slow_start=False)
+    refused = [Sample(Signal.BACKPRESSURE, 0.0, 0.001, 101), *(Sample(Signal.OK, 0.0, 0.5, 100) for _ in range(8))]
+    refused.append(Sample(Signal.BACKPRESSURE, 0.6, 0.601, 101))
+    state = feed(state, refused)[-1]
+    assert state.permits == 90
+    assert state.reason == "backpressure"
+    by_second: dict[int, int] = {}
+    for i in range(4000):  # an answer every 5 ms, each finding the limit in use
+        now = 0.7 + i * 0.005
+        state = update(CONFIG, state, Sample(Signal.OK, now - 0.5, now, state.permits))
+        by_second[int(now)] = state.permits
+    assert by_second[1] > 90  # fast back towards the refused level
+    assert {by_second[second] for second in range(5, 12)} <= {99, 100}  # a plateau just under it, no refusal
+    assert by_second[19] > 110  # then probing for more
+
+
+def test_long_answers_do_not_look_like_a_queue() -> None:
+    """Latency is scaled to a 32-token answer: 1000-token answers at 10 ms a token are not queueing."""
+    short = rounds(10, 20, latency=0.5, tokens=12)
+    long = rounds(10, 20, latency=10.0, start=5.0, tokens=1000)
+    config = LimitConfig(max_limit=20)
+    assert not [s for s in feed(initial_state(config), [*short, *long], config) if s.reason == "latency"]
+    untokened = [Sample(s.signal, s.start, s.end, s.in_flight, s.in_flight_end) for s in long]
+    assert [s for s in feed(initial_state(config), [*short, *untokened], config) if s.reason == "latency"]
+
+
+def test_follows_a_clean_endpoint_up_fast() -> None:
+    """64 callers against a 500 +- 100 ms endpoint with room: within 5% of no limit at all, no decrease."""
+    adaptive = simulate(Endpoint(), callers=64, calls=1000)
+    unlimited = simulate(Endpoint(), callers=64, calls=1000, fixed=10_000)
+    assert adaptive.calls_per_s >= 0.94 * unlimited.calls_per_s
+    assert adaptive.permits_at(1.2) >= 64
+    assert not [s for s in adaptive.states if s.reason in ("backpressure", "latency", "timeout")]
+
+
+def test_converges_to_a_capacity_limited_endpoint() -> None:
+    """At most 100 in flight, 429 + Retry-After 1 s beyond: near 100, few refusals, ~85% of the ideal rate."""
+    result = simulate(Endpoint(capacity=100), callers=1000, calls=3000)
+    assert result.refusals / result.requests < 0.01
+    assert 85 <= result.permits_at(result.wall) <= 101
+    assert result.calls_per_s >= 0.8 * 200
+    settled = [p for at, p in result.limits if at > 3.0]
+    assert min(settled) >= 85
+    assert max(settled) <= 101
+
+
+def test_follows_a_capacity_halving() -> None:
+    """Capacity 100 -> 50 at 8 s: the limit is near 50 within 10 s and refusals are back under 5%."""
+    endpoint = Endpoint(capacity=100, capacity_changes=[(8.0, 50)])
+    result = simulate(endpoint, callers=1000, calls=5000)
+    assert 88 <= result.permits_at(7.9) <= 101
+    assert 40 <= result.permits_at(18.0) <= 51
+    assert result.refusal_share(18.0, result.wall) < 0.05
+
+
+def test_random_refusals_paced_by_the_gate_do_not_collapse_the_limit() -> None:
+    """60% 429s whatever the load, Retry-After obeyed by all: the limit keeps up with the callers."""
+    endpoint = Endpoint(refuse_share=0.6, retry_after=0.5, latency=lambda rng: rng.uniform(0.04, 0.06))
+    result = simulate(endpoint, callers=32, calls=500)
+    fixed = simulate(endpoint, callers=32, calls=500, fixed=20)
+    assert result.permits_at(result.wall) >= 32
+    assert result.calls_per_s >= fixed.calls_per_s
+
+
+def test_keeps_a_queueing_endpoint_from_piling_up() -> None:
+    """50 workers and a FIFO queue, 200 callers: same throughput as a limit of 50, far less waiting than none."""
+    adaptive = simulate(Endpoint(workers=50), callers=200, calls=6000)
+    fifty = simulate(Endpoint(workers=50), callers=200, calls=6000, fixed=50)
+    unlimited = simulate(Endpoint(workers=50), callers=200, calls=6000, fixed=10_000)
+    assert adaptive.calls_per_s >= 0.95 * fifty.calls_per_s
+    late = statistics.median(adaptive.latencies[3000:])
+    assert late < 0.75 * statistics.median(unlimited.latencies[3000:])
+    assert [s for s in adaptive.states if s.reason == "latency"]
+
+
+def test_a_slower_endpoint_is_the_new_normal_after_two_futile_cuts() -> None:
+    """Answers three times slower for good (not a queue): at most two latency cuts, then the limit regrows."""
+    result = simulate(Endpoint(slowdown=(5.0, 3.0)), callers=200, calls=6000)
+    assert result.permits_at(5.0) >= 200  # all 200 callers served before
+    assert len([s for s in result.states if s.reason == "latency"]) <= 2
+    assert min(p for at, p in result.limits if at > 5.0) >= 0.5 * 200
+    assert result.permits_at(result.wall) >= 200
+
+
+def test_adopt_takes_a_shared_value_within_bounds() -> None:
+    """A limit from other processes is taken as is, clamped to the bounds; NaN is refused."""
+    state = initial_state(CONFIG)
+    assert adopt(CONFIG, state, 40.5).limit == 40.5
+    assert adopt(CONFIG, state, 10_000).permits == 256
+    assert adopt(CONFIG, state, 0).permits == 1
+    with pytest.raises(ConfigError, match="limit=nan"):
+        adopt(CONFIG, state, float("nan"))
