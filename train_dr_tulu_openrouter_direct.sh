@@ -28,7 +28,9 @@ export RUBRIC_GENERATION_MODEL="${RUBRIC_GENERATION_MODEL:-openai/gpt-4.1}"
 # DR Tulu's citation and HLE judges default to bare OpenAI names; OpenRouter's ids for them:
 export CITATION_JUDGE_MODEL="${CITATION_JUDGE_MODEL:-openai/gpt-4o-mini}"
 export HLE_JUDGE_MODEL="${HLE_JUDGE_MODEL:-openai/gpt-4.1}"
-export OPENROUTER_MAX_CONCURRENT_CALLS="${OPENROUTER_MAX_CONCURRENT_CALLS:-20}"
+# Concurrency is found from the endpoint's answers (from 20 up to 256); OPENROUTER_MAX_CONCURRENT_CALLS, if you set
+# it, is a hard ceiling. RESILIENT_LLM_CONCURRENCY=fixed gives the first wave's fixed cap of 20.
+export RESILIENT_LLM_CONCURRENCY="${RESILIENT_LLM_CONCURRENCY:-adaptive}"
 export RESILIENT_LLM_CACHE_DIR="${RESILIENT_LLM_CACHE_DIR:-$HOME/.cache/resilient-llm}"
 export RESILIENT_LLM_LOG_FILE="${RESILIENT_LLM_LOG_FILE:-$PWD/logs/resilient_llm.calls.jsonl}"
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from resilient_llm.policy.concurrency import LimitConfig, Sample, Signal, initial_state, update
+from resilient_llm.policy.concurrency import LimitPolicy, Sample, Signal, initial_state, update
 from tests.concurrency_sim import Endpoint, simulate
 
 RESULTS = Path(__file__).parent / "results"
@@ -83,7 +83,7 @@ def queue(seed: int) -> dict[str, float]:
 
 def update_cost_us() -> float:
     """Microseconds of one ``update`` (answers at a used limit, a refusal now and then)."""
-    config, state, rng = LimitConfig(), initial_state(LimitConfig()), random.Random(0)
+    config, state, rng = LimitPolicy(), initial_state(LimitPolicy()), random.Random(0)
     samples = [
         Sample(Signal.BACKPRESSURE if rng.random() < 0.01 else Signal.OK, i * 0.01, i * 0.01 + 0.5, 20, 20, 12)
         for i in range(50_000)

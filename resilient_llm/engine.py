@@ -176,7 +176,7 @@ class Engine:
         """The engine's state for metrics, read from any thread without blocking (the breaker's last seen state)."""
         return Gauges(
             in_flight=self._stack.limit.in_flight,
-            concurrency_limit=self._stack.limit.max_concurrent,
+            concurrency_limit=self._stack.limit.limit,
             breaker_state=self._stack.breaker.status.state,
             breaker_trips=self._stack.breaker.status.trips,
         )

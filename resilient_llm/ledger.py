@@ -14,6 +14,7 @@ from dataclasses import dataclass
 class CallLedger:
     waited_s: float = 0.0  # time spent waiting for an open breaker (an outage), holding no slot
     trial: bool = False  # the attempt now running is the breaker's half-open trial
+    limit: int | None = None  # the concurrency limit when its last attempt was sent
 
 
 _current: contextvars.ContextVar[CallLedger | None] = contextvars.ContextVar("resilient_llm_call", default=None)

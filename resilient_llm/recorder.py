@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
+import os
 import random
 import threading
 import time
@@ -65,6 +66,14 @@ def register_source(name: str, source: Source) -> None:
 def sources() -> dict[str, Source]:
     with _sources_lock:
         return dict(_sources)
+
+
+def _new_lock_in_child() -> None:
+    global _sources_lock
+    _sources_lock = threading.Lock()  # a fork while another thread held it must not leave the child's locked
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 @dataclasses.dataclass

@@ -15,15 +15,17 @@ from resilient_llm.layers.cache import CacheConfig, CacheHandler, CacheMode
 from resilient_llm.layers.fallback import FallbackHandler
 from resilient_llm.layers.hedge import HedgeHandler
 from resilient_llm.layers.http import HTTPHandler
-from resilient_llm.layers.limit import LimitHandler
+from resilient_llm.layers.limit import LimitConfig, LimitHandler
 from resilient_llm.layers.litellm_route import LiteLLMHandler
 from resilient_llm.layers.observe import ObserveHandler
 from resilient_llm.layers.retry import RetryHandler, Sleep
+from resilient_llm.layers.shared_permits import SharedPermits
 from resilient_llm.recorder import Metrics
 from resilient_llm.stores import CacheStore
 from resilient_llm.stores.breaker_state import SharedBreakerStorage
 from resilient_llm.stores.disk import DiskStore
 from resilient_llm.stores.redis import RedisStore
+from resilient_llm.stores.shared_limit import SharedLimit
 from resilient_llm.types import Handler
 
 if TYPE_CHECKING:
@@ -41,6 +43,7 @@ class Stack:
     http: HTTPHandler
 
     async def aclose(self) -> None:
+        await self.limit.aclose()
         await self.http.aclose()
         if self.cache is not None:
             await self.cache.aclose()
@@ -91,6 +94,16 @@ def make_breaker(
     )
 
 
+def make_shared(config: Config, logger: Any) -> SharedPermits | None:
+    """Permits, limit and gate shared through Redis when a URL is set (the breaker's, unless the limit has its own):
+    processes that share a breaker train against the same account, whose limits are per account, not per process."""
+    url = config.limit.redis_url or config.breaker.redis_url
+    if not url:
+        return None
+    endpoint = f"{config.http.base_url}\n{config.http.api_key.reveal()}"  # only its hash reaches Redis
+    return SharedPermits(SharedLimit(url, endpoint, logger, max_limit=config.limit.ceiling))
+
+
 def build_stack(
     config: Config,
     logger: Any,
@@ -101,15 +114,17 @@ def build_stack(
     metrics: Metrics | None = None,
 ) -> Stack:
     """observe → cache → fallback(primary: retry → breaker → [hedge] → limit → http; then litellm, neutral)."""
-    http = HTTPHandler(config.http, config.limit.max_concurrent, transport)
+    http = HTTPHandler(config.http, config.limit.ceiling, transport)
     status = BreakerStatus()
-    limit = LimitHandler(http, config.limit.max_concurrent, may_send=status.may_send)
+    limit = LimitHandler(
+        http, config.limit, logger=logger, may_send=status.may_send, shared=make_shared(config, logger)
+    )
     attempt: Handler = limit
     if config.hedge.enabled:
         attempt = HedgeHandler(
             limit,
             config.hedge,
-            may_hedge=lambda: status.state == pybreaker.STATE_CLOSED and limit.in_flight < limit.max_concurrent,
+            may_hedge=lambda: status.state == pybreaker.STATE_CLOSED and limit.in_flight < limit.limit,
             logger=logger,
         )
     has_other_provider = "litellm" in config.fallback.routes and bool(config.litellm.model)
@@ -121,7 +136,9 @@ def build_stack(
     retry = RetryHandler(breaker, config.retry, sleep=sleep, rng=rng, interrupt=status.opened)
     routes: list[tuple[str, Handler]] = []
     if has_other_provider:
-        litellm = LimitHandler(LiteLLMHandler(config.litellm), config.limit.max_concurrent)
+        litellm = LimitHandler(
+            LiteLLMHandler(config.litellm), LimitConfig(mode="fixed", max_concurrent=config.limit.ceiling)
+        )
         endpoint = f"{config.litellm.base_url}/{config.litellm.model}"
         route_breaker = make_breaker(config.breaker, litellm, "litellm", endpoint, logger, outage_wait=0.0)
         routes.append(("litellm", route_breaker))

@@ -49,6 +49,7 @@ class ChatRequest:
     num_retries: int = DEFAULT_NUM_RETRIES
     raise_caller_errors: bool = True
     call_id: int = field(default_factory=next_call_id)
+    deadline: float | None = None  # time.monotonic() by which the whole call ends (set by the retry layer)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from resilient_llm.policy.concurrency import LimitConfig, LimitState, Sample, Signal, initial_state, update
+from resilient_llm.policy.concurrency import LimitPolicy, LimitState, Sample, Signal, initial_state, update
 
 REFUSAL_S = 0.002  # a 429 comes back at once
 
@@ -69,13 +69,13 @@ def simulate(
     *,
     callers: int,
     calls: int,
-    config: LimitConfig | None = None,
+    config: LimitPolicy | None = None,
     fixed: int | None = None,
     seed: int = 0,
     gate: bool = True,
 ) -> Result:
     """Run ``calls`` calls from ``callers`` callers; ``fixed`` replaces the adaptive limit by a fixed one."""
-    config = config or LimitConfig()
+    config = config or LimitPolicy()
     rng = random.Random(seed)
     state = initial_state(config)
     permits = fixed if fixed is not None else state.permits

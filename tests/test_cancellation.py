@@ -12,7 +12,7 @@ import httpcore
 from resilient_llm import Engine
 from resilient_llm.errors import ProviderError
 from resilient_llm.layers.http import HTTPHandler
-from resilient_llm.layers.limit import LimitHandler
+from resilient_llm.layers.limit import LimitConfig, LimitHandler
 from resilient_llm.testing.fault_server import FaultServer
 from resilient_llm.types import ChatRequest, Outcome
 from tests.conftest import MODEL, fast_config
@@ -53,7 +53,7 @@ def test_cancellation_at_every_point_of_an_exchange_leaves_the_pool_usable(serve
 
     async def sweeps() -> tuple[list[float], list[int]]:
         http = HTTPHandler(fast_config(server.url).http, 1)
-        limit = LimitHandler(http, 1)
+        limit = LimitHandler(http, LimitConfig(mode="fixed", max_concurrent=1))
         latencies: list[float] = []
         try:
             steps = [await sweep(limit, latencies) for _ in range(5)]  # server timing moves the points: repeat

@@ -15,10 +15,13 @@ KEY = {"OPENAI_API_KEY": "sk-or-v1-secret"}
 
 
 def test_defaults_match_the_trainer() -> None:
-    """Without our variables: OpenRouter, 20 concurrent calls, 600 s timeout, 5 retries."""
+    """Without our variables: OpenRouter, an adaptive limit starting at 20 (ceiling 256), 600 s timeout, 5 retries."""
     config = Config.from_env(KEY)
     assert config.http.base_url == "https://openrouter.ai/api/v1"
-    assert (config.limit.max_concurrent, config.http.timeout, config.retry.num_retries) == (20, 600.0, 5)
+    assert (config.http.timeout, config.retry.num_retries) == (600.0, 5)
+    assert (config.limit.mode, config.limit.initial, config.limit.ceiling) == ("adaptive", 20, 256)
+    fixed = Config.from_env(KEY | {"RESILIENT_LLM_CONCURRENCY": "fixed"})
+    assert fixed.limit.ceiling == 20  # the first wave's fixed cap, exactly
     assert config.http.targets_openrouter
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from resilient_llm.errors import BreakerOpen, ConfigError, ConnectionFailed, ErrorResponse, ProviderTimeout
 from resilient_llm.policy.concurrency import (
-    LimitConfig,
+    LimitPolicy,
     LimitState,
     Sample,
     Signal,
@@ -21,10 +21,10 @@ from resilient_llm.policy.concurrency import (
 )
 from tests.concurrency_sim import Endpoint, simulate
 
-CONFIG = LimitConfig()
+CONFIG = LimitPolicy()
 
 
-def feed(state: LimitState, samples: Iterable[Sample], config: LimitConfig = CONFIG) -> list[LimitState]:
+def feed(state: LimitState, samples: Iterable[Sample], config: LimitPolicy = CONFIG) -> list[LimitState]:
     states = [state]
     for sample in sorted(samples, key=lambda s: s.end):
         states.append(update(config, states[-1], sample))
@@ -65,7 +65,7 @@ def test_defaults_are_the_old_cap_and_a_ceiling() -> None:
 def test_config_refuses_bad_values_by_name(overrides: dict[str, object], named: str) -> None:
     """A bad field is a ConfigError naming the field, the value and what is accepted."""
     with pytest.raises(ConfigError, match="expected") as caught:
-        LimitConfig(**overrides)  # type: ignore[arg-type]
+        LimitPolicy(**overrides)  # type: ignore[arg-type]
     assert named in str(caught.value)
 
 
@@ -107,7 +107,7 @@ def test_idle_limit_does_not_grow() -> None:
 
 def test_ceiling_and_floor_hold() -> None:
     """Endless answers stop at the ceiling; endless refusals stop at the floor."""
-    config = LimitConfig(max_limit=50, min_limit=2)
+    config = LimitPolicy(max_limit=50, min_limit=2)
     up = feed(initial_state(config), rounds(40, 50), config)
     assert max(s.permits for s in up) == 50
     down = feed(up[-1], rounds(200, 50, latency=0.01, start=100.0, signal=Signal.BACKPRESSURE), config)
@@ -177,7 +177,7 @@ def test_long_answers_do_not_look_like_a_queue() -> None:
     """Latency is scaled to a 32-token answer: 1000-token answers at 10 ms a token are not queueing."""
     short = rounds(10, 20, latency=0.5, tokens=12)
     long = rounds(10, 20, latency=10.0, start=5.0, tokens=1000)
-    config = LimitConfig(max_limit=20)
+    config = LimitPolicy(max_limit=20)
     assert not [s for s in feed(initial_state(config), [*short, *long], config) if s.reason == "latency"]
     untokened = [Sample(s.signal, s.start, s.end, s.in_flight, s.in_flight_end) for s in long]
     assert [s for s in feed(initial_state(config), [*short, *untokened], config) if s.reason == "latency"]

@@ -59,10 +59,12 @@ def _answer_text(engine: resilient_llm.Engine, model: str, result: resilient_llm
     counted in the judge tally (real score, unparseable reply, neutral) as our own judge counts its calls.
     """
     trainer = trainer_config(engine.config)
-    if trainer.judge_model is None or engine.model_name(model) != engine.model_name(trainer.judge_model):
+    judge_model = trainer.judge_model
+    if judge_model is None or engine.model_name(model) != engine.model_name(judge_model):
         return result.text
-    score = judge.parse_score(result.text, DR_TULU_SCORE_SCALE) if result.outcome in judge.ANSWERED else None
-    judge.TALLY.record(judge.score_kind(result, score))  # the judge counters of resilient_llm.metrics()
+    if judge_model != trainer.generation_model:  # the same model for both: judge calls cannot be told apart
+        score = judge.parse_score(result.text, DR_TULU_SCORE_SCALE) if result.outcome in judge.ANSWERED else None
+        judge.TALLY.record(judge.score_kind(result, score))  # the judge counters of resilient_llm.metrics()
     if result.outcome is resilient_llm.Outcome.NEUTRAL and trainer.judge_neutral_text is not None:
         engine.log.warning("judge_neutral_text", model=model, text=trainer.judge_neutral_text)
         return trainer.judge_neutral_text

@@ -1,39 +1,191 @@
-"""Process-wide cap on requests in flight. Held for one attempt only, so a backoff sleep never holds a slot."""
+"""How many attempts one endpoint has in flight: a limit found from the endpoint's own answers, and a gate.
+
+Held for one attempt only, so a backoff sleep never holds a slot. Waiting attempts are served in arrival order. The
+limit is adaptive by default (``policy/concurrency.py`` decides, this layer carries it out), never above
+``max_concurrent``; ``mode="fixed"`` is the first wave's fixed cap. A 429 (or in-flight-budget 402) with Retry-After
+shuts the gate for every attempt to the endpoint, not only the one told: a burst of 429s costs one wait. With
+``redis_url`` the permits, the limit and the gate are shared by every process using the endpoint (``SharedPermits``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from resilient_llm.errors import BreakerOpen
+from resilient_llm.errors import BreakerOpen, ErrorResponse, ProviderTimeout, is_backpressure
+from resilient_llm.layers.shared_permits import SharedPermits
+from resilient_llm.ledger import current_ledger
+from resilient_llm.policy import concurrency
 from resilient_llm.types import ChatRequest, ChatResult, Handler
-from resilient_llm.validation import Validated, int_in, setting
+from resilient_llm.validation import REDIS_URL, Validated, choice, int_in, setting
+
+ADAPTIVE_CEILING = 256  # the adaptive limit's default ceiling: see policy/concurrency.py's "Bounds"
+FIXED_CAP = 20  # the first wave's fixed cap, the fixed mode's default
+LOG_EVERY_S = 1.0  # limit_change lines: at most one a second, unless the limit went down
 
 
 @dataclass(frozen=True)
 class LimitConfig(Validated):
-    """How many attempts may be in flight at once, process-wide."""
+    """Concurrency per endpoint: ``adaptive`` (found from answers, at most ``max_concurrent``) or ``fixed``."""
 
-    max_concurrent: int = setting(20, int_in(1, 10_000))
+    mode: str = setting("adaptive", choice(("adaptive", "fixed"), joiner=" or "))
+    max_concurrent: int | None = setting(None, int_in(1, 10_000), optional=True)  # None: 256 adaptive, 20 fixed
+    initial: int = setting(FIXED_CAP, int_in(1, 10_000))  # where the adaptive limit starts
+    redis_url: str | None = setting(None, REDIS_URL, optional=True)  # share permits, limit and gate
+
+    @property
+    def ceiling(self) -> int:
+        """The most attempts ever in flight (the HTTP pool is sized to it)."""
+        if self.max_concurrent is not None:
+            return self.max_concurrent
+        return ADAPTIVE_CEILING if self.mode == "adaptive" else FIXED_CAP
+
+    def policy(self) -> concurrency.LimitPolicy:
+        return concurrency.LimitPolicy(initial=min(self.initial, self.ceiling), max_limit=self.ceiling)
 
 
 class LimitHandler:
-    """At most ``max_concurrent`` attempts run at once; the rest wait in FIFO order."""
+    """At most ``limit`` attempts run at once, fewer while the gate is shut; the rest wait in FIFO order."""
 
-    def __init__(self, inner: Handler, max_concurrent: int, may_send: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        inner: Handler,
+        config: LimitConfig,
+        *,
+        logger: Any = None,
+        may_send: Callable[[], bool] = lambda: True,
+        shared: SharedPermits | None = None,
+    ) -> None:
         self._inner = inner
+        self._adaptive = config.mode == "adaptive"
+        self._policy = config.policy()
+        self._state = concurrency.initial_state(self._policy)
+        self.limit = self._state.permits if self._adaptive else config.ceiling
         self._may_send = may_send  # asked once a slot is free: the breaker may have opened while this one queued
-        self._slots = asyncio.Semaphore(max_concurrent)
-        self.max_concurrent = max_concurrent
+        self._shared = shared
+        self._log = logger
         self.in_flight = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._gate_until = 0.0
+        self._gate_timer: asyncio.TimerHandle | None = None
+        self._logged_at = -LOG_EVERY_S
+
+    @property
+    def max_concurrent(self) -> int:
+        """The limit now (kept for readers of the first wave's name)."""
+        return self.limit
+
+    async def aclose(self) -> None:
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
+        if self._shared is not None:
+            await self._shared.aclose()
 
     async def handle(self, request: ChatRequest) -> ChatResult:
-        async with self._slots:  # released on return, error and cancellation alike
+        wait = request.timeout if request.deadline is None else request.deadline - time.monotonic()
+        await self._acquire(max(0.0, wait))
+        lease = None
+        try:
             if not self._may_send():
                 raise BreakerOpen("held back: the circuit opened while this attempt queued", kind="breaker_open")
-            self.in_flight += 1
+            if self._shared is not None:
+                lease = await self._shared.acquire(self.limit, max(0.0, wait))
+                self._adopt(lease.limit)
+            started = time.monotonic()
+            in_flight = lease.in_flight if lease is not None and lease.in_flight else self.in_flight
+            current_ledger().limit = self.limit
             try:
-                return await self._inner.handle(request)
-            finally:
-                self.in_flight -= 1
+                result = await self._inner.handle(request)
+            except BaseException as exc:
+                self._learn(exc, started, in_flight, None, lease.generation if lease else 0)
+                raise
+            self._learn(None, started, in_flight, result.usage.completion_tokens, lease.generation if lease else 0)
+            return result
+        finally:
+            if lease is not None and self._shared is not None:
+                self._shared.release(lease)
+            self._release()
+
+    async def _acquire(self, timeout: float) -> None:  # noqa: ASYNC109  (the call's remaining deadline)
+        """A slot in arrival order, within ``timeout`` (what is left of the call's deadline: waiting counts too)."""
+        if not self._waiters and self.in_flight < self.limit and not self._gate_shut():
+            self.in_flight += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # the slot was handed over as we gave up: pass it on
+            else:
+                waiter.cancel()
+            if isinstance(exc, TimeoutError):
+                raise ProviderTimeout(f"no slot free within {timeout:g} s", kind="queue_timeout") from None
+            raise
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        """Hand free slots to the longest waiters (a slot goes straight to a waiter: no one can jump the queue)."""
+        while self._waiters and self.in_flight < self.limit and not self._gate_shut():
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                waiter.set_result(None)
+
+    def _gate_shut(self) -> bool:
+        return time.monotonic() < self._gate_until
+
+    def _shut_gate(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        if until <= self._gate_until:
+            return
+        self._gate_until = until
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
+        self._gate_timer = asyncio.get_running_loop().call_later(seconds, self._wake)
+        if self._shared is not None:
+            self._shared.shut_gate(seconds)
+
+    def _learn(self, error: BaseException | None, started: float, in_flight: int, tokens: int | None, gen: int) -> None:
+        if isinstance(error, ErrorResponse) and is_backpressure(error) and error.retry_after:
+            self._shut_gate(error.retry_after)
+        if not self._adaptive:
+            return
+        sample = concurrency.Sample(
+            concurrency.signal_of(error),
+            started,
+            max(started, time.monotonic()),
+            max(1, in_flight),
+            max(1, self.in_flight),
+            tokens,
+        )
+        before = self._state.limit
+        self._state = concurrency.update(self._policy, self._state, sample)
+        if self._state.reason is None:
+            return
+        self._changed(self._state.reason)
+        if self._shared is not None:
+            self._shared.publish(before, self._state.limit, gen, self._policy.initial, self._adopt)
+
+    def _adopt(self, shared_limit: float | None) -> None:
+        """Take the limit every process shares (Redis has the last word on it)."""
+        if shared_limit is not None and self._adaptive and int(shared_limit) != self.limit:
+            self._state = concurrency.adopt(self._policy, self._state, shared_limit)
+            self._changed("shared")
+
+    def _changed(self, reason: str) -> None:
+        old, self.limit = self.limit, self._state.permits
+        if self.limit > old:
+            self._wake()
+        now = time.monotonic()
+        if self._log is not None and old != self.limit and (self.limit < old or now - self._logged_at >= LOG_EVERY_S):
+            self._logged_at = now
+            self._log.info("limit_change", limit=self.limit, previous=old, reason=reason, in_flight=self.in_flight)

@@ -69,6 +69,7 @@ class ObserveHandler:
             cache=result.cache,
             cache_key=result.cache_key[:19] if result.cache_key else None,
             waited_s=round(ledger.waited_s, 3),
+            limit=ledger.limit,
         )
         return result
 

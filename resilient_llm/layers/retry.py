@@ -97,7 +97,8 @@ class RetryHandler:
         async def attempt() -> ChatResult:
             # Each attempt gets what is left of the deadline, so the last one cannot overrun it.
             remaining = max(0.001, deadline - time.monotonic())
-            return await self._inner.handle(dataclasses.replace(request, timeout=min(request.timeout, remaining)))
+            bounded = dataclasses.replace(request, timeout=min(request.timeout, remaining), deadline=deadline)
+            return await self._inner.handle(bounded)
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_retryable),

@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 import enum
 
-from resilient_llm.errors import BACKPRESSURE_STATUSES, BreakerOpen, ErrorResponse, ProviderError, is_caller_mistake
+from resilient_llm.errors import (
+    BACKPRESSURE_STATUSES,
+    BreakerOpen,
+    ErrorResponse,
+    ProviderError,
+    ProviderTimeout,
+    is_caller_mistake,
+)
 
 
 class Verdict(enum.Enum):
@@ -20,6 +27,8 @@ def verdict(error: BaseException | None) -> Verdict:
         return Verdict.HEALTHY
     if isinstance(error, (asyncio.CancelledError, BreakerOpen)):
         return Verdict.SILENT
+    if isinstance(error, ProviderTimeout) and error.kind == "queue_timeout":
+        return Verdict.SILENT  # it waited in our own queue: never sent
     if isinstance(error, ErrorResponse) and error.status in BACKPRESSURE_STATUSES:
         # Rate limits and budgets are the endpoint working as designed; the retry layer obeys their Retry-After.
         return Verdict.SILENT

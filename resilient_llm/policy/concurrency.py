@@ -82,7 +82,7 @@ def _check(name: str, value: object, ok: bool, accepted: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class LimitConfig:
+class LimitPolicy:
     """How the limit moves. Defaults are argued in the module docstring; ``ConfigError`` names a bad field."""
 
     initial: int = 20  # the old fixed cap: the first round trip behaves as before
@@ -174,17 +174,17 @@ class LimitState:
         return int(self.limit)
 
 
-def initial_state(config: LimitConfig) -> LimitState:
+def initial_state(config: LimitPolicy) -> LimitState:
     return LimitState(limit=float(config.initial))
 
 
-def adopt(config: LimitConfig, state: LimitState, limit: float) -> LimitState:
+def adopt(config: LimitPolicy, state: LimitState, limit: float) -> LimitState:
     """The state with another limit (the shared value of several processes), clamped to the bounds."""
     _check("limit", limit, isinstance(limit, int | float) and not math.isnan(limit), "a number")
     return dataclasses.replace(state, limit=min(config.max_limit, max(config.min_limit, limit)), reason=None)
 
 
-def update(config: LimitConfig, state: LimitState, sample: Sample) -> LimitState:
+def update(config: LimitPolicy, state: LimitState, sample: Sample) -> LimitState:
     """The state after one finished attempt."""
     if state.reason is not None:
         state = dataclasses.replace(state, reason=None)
@@ -198,7 +198,7 @@ def update(config: LimitConfig, state: LimitState, sample: Sample) -> LimitState
     return _judge(config, state, _record(config, state.window, sample), sample)
 
 
-def _record(config: LimitConfig, window: Window, sample: Sample) -> Window:
+def _record(config: LimitPolicy, window: Window, sample: Sample) -> Window:
     refused = sample.signal is Signal.BACKPRESSURE
     signal = sample.end - sample.start
     if sample.completion_tokens:
@@ -214,7 +214,7 @@ def _record(config: LimitConfig, window: Window, sample: Sample) -> Window:
     )
 
 
-def _judge(config: LimitConfig, state: LimitState, window: Window, sample: Sample) -> LimitState:
+def _judge(config: LimitPolicy, state: LimitState, window: Window, sample: Sample) -> LimitState:
     """Judge a window once it closes: first for refusals, then for queueing."""
     assert window.opened is not None
     if sample.start < window.opened or window.samples < config.min_window_samples:
@@ -250,7 +250,7 @@ def _judge(config: LimitConfig, state: LimitState, window: Window, sample: Sampl
 
 
 def _decrease(
-    config: LimitConfig, state: LimitState, level: float, ratio: float, now: float, reason: str
+    config: LimitPolicy, state: LimitState, level: float, ratio: float, now: float, reason: str
 ) -> LimitState:
     """Cut to ``level * ratio``. CUBIC then climbs back to a plateau one below a refused level and stays there a
     while, or, after a timeout or a queue (no level known to fail), probes upwards from the new limit."""
@@ -269,7 +269,7 @@ def _decrease(
     )
 
 
-def _grow(config: LimitConfig, state: LimitState, sample: Sample) -> LimitState:
+def _grow(config: LimitPolicy, state: LimitState, sample: Sample) -> LimitState:
     limit = state.limit
     if max(sample.in_flight, sample.in_flight_end or 0) >= config.min_utilisation * limit:
         if state.slow_start:

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from resilient_llm.errors import ConfigError, ResilientLLMError
+from resilient_llm.stores import REDIS_SOCKET_TIMEOUT_S
 from resilient_llm.stores.limit_scripts import SCRIPTS
 
-SOCKET_TIMEOUT_S = 0.25
 T = TypeVar("T")
 
 
@@ -92,7 +92,10 @@ class SharedLimit:
         self._bounds = (min_limit, max_limit)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._redis = redis.Redis.from_url(
-            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S, health_check_interval=0
+            url,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+            health_check_interval=0,
         )
         prefix = f"resilient_llm:limit:{hashlib.sha256(endpoint.encode()).hexdigest()[:12]}:"
         self._holders, self._limit, self._gate = prefix + "holders", prefix + "limit", prefix + "gate"

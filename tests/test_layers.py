@@ -1,0 +1,164 @@
+"""Each layer alone, against a fake inner handler: fast, deterministic, no server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from resilient_llm.errors import CallFailed, ErrorResponse, ProviderTimeout
+from resilient_llm.layers.limit import LimitConfig, LimitHandler
+from resilient_llm.layers.retry import RetryConfig, RetryHandler
+from resilient_llm.types import ChatRequest, ChatResult, Outcome, Usage
+
+MODEL = "openai/gpt-4o-mini"
+
+
+def request(**fields: object) -> ChatRequest:
+    return ChatRequest(MODEL, ({"role": "user", "content": "q"},), **fields)  # type: ignore[arg-type]
+
+
+def answer(tokens: int = 5) -> ChatResult:
+    return ChatResult("A", Outcome.OK, MODEL, usage=Usage(completion_tokens=tokens))
+
+
+class Fake:
+    """An inner handler from a function of the request."""
+
+    def __init__(self, respond: Callable[[ChatRequest], Awaitable[ChatResult]]) -> None:
+        self.respond = respond
+        self.calls = 0
+
+    async def handle(self, req: ChatRequest) -> ChatResult:
+        self.calls += 1
+        return await self.respond(req)
+
+
+def test_a_pending_retry_stops_backing_off_when_the_interrupt_fires() -> None:
+    """A call waiting out a 20 s Retry-After tries again as soon as the breaker opens (its interrupt is set)."""
+    replies: list[BaseException | ChatResult] = [
+        ErrorResponse("slow down", kind="http_429", status=429, retry_after=20)
+    ]
+    replies.append(answer())
+
+    async def respond(_: ChatRequest) -> ChatResult:
+        reply = replies.pop(0)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    async def scenario() -> float:
+        interrupt = asyncio.Event()
+        retry = RetryHandler(Fake(respond), RetryConfig(), interrupt=interrupt)
+        asyncio.get_running_loop().call_later(0.1, interrupt.set)
+        started = time.monotonic()
+        result = await retry.handle(request())
+        assert (result.outcome, result.attempts) == (Outcome.OK, 2)
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 2.0
+
+
+def test_retries_stop_at_the_attempt_bound_and_list_every_failure() -> None:
+    """1 + num_retries attempts, then CallFailed with each failure in order."""
+
+    async def respond(_: ChatRequest) -> ChatResult:
+        raise ProviderTimeout("slow", kind="read_timeout")
+
+    async def fast_sleep(_: float) -> None:
+        await asyncio.sleep(0)
+
+    fake = Fake(respond)
+    retry = RetryHandler(fake, RetryConfig(), sleep=fast_sleep)
+    with pytest.raises(CallFailed) as info:
+        asyncio.run(retry.handle(request(num_retries=2)))
+    assert fake.calls == 3
+    assert [f.kind for f in info.value.failures] == ["read_timeout"] * 3
+
+
+def test_waiting_attempts_are_served_in_arrival_order() -> None:
+    """With one slot, attempts start in the order they arrived."""
+    started: list[str] = []
+
+    async def respond(req: ChatRequest) -> ChatResult:
+        started.append(str(req.messages[0]["content"]))
+        await asyncio.sleep(0.01)
+        return answer()
+
+    async def scenario() -> None:
+        limit = LimitHandler(Fake(respond), LimitConfig(mode="fixed", max_concurrent=1))
+        reqs = [ChatRequest(MODEL, ({"role": "user", "content": str(i)},)) for i in range(10)]
+        await asyncio.gather(*(limit.handle(r) for r in reqs))
+
+    asyncio.run(scenario())
+    assert started == [str(i) for i in range(10)]
+
+
+def test_the_deadline_covers_waiting_for_a_slot() -> None:
+    """A call whose deadline passes while it waits for a slot ends then, with a queue timeout (never sent)."""
+
+    async def hang(_: ChatRequest) -> ChatResult:
+        await asyncio.sleep(10)
+        return answer()
+
+    async def scenario() -> float:
+        limit = LimitHandler(Fake(hang), LimitConfig(mode="fixed", max_concurrent=1))
+        holder = asyncio.ensure_future(limit.handle(request()))
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        with pytest.raises(ProviderTimeout, match="no slot"):
+            await limit.handle(request(deadline=time.monotonic() + 0.3))
+        holder.cancel()
+        return time.monotonic() - started
+
+    assert 0.25 <= asyncio.run(scenario()) < 1.0
+
+
+def test_one_retry_after_pauses_every_attempt_to_the_endpoint() -> None:
+    """A 429 with Retry-After shuts the gate: the next attempts wait it out instead of each meeting a 429."""
+    sent: list[float] = []
+
+    async def respond(_: ChatRequest) -> ChatResult:
+        sent.append(time.monotonic())
+        if len(sent) == 1:
+            raise ErrorResponse("slow down", kind="http_429", status=429, retry_after=0.3)
+        return answer()
+
+    async def scenario() -> float:
+        limit = LimitHandler(Fake(respond), LimitConfig())
+        with pytest.raises(ErrorResponse):
+            await limit.handle(request())
+        told = time.monotonic()
+        await asyncio.gather(*(limit.handle(request()) for _ in range(5)))
+        return min(sent[1:]) - told
+
+    assert asyncio.run(scenario()) >= 0.28
+
+
+def test_the_adaptive_limit_grows_while_answers_come_back_and_stays_under_the_ceiling() -> None:
+    """64 callers against an endpoint that answers everything: the limit rises from 20, never past the ceiling."""
+
+    async def respond(_: ChatRequest) -> ChatResult:
+        await asyncio.sleep(0.005)
+        return answer()
+
+    async def scenario() -> tuple[int, int]:
+        limit = LimitHandler(Fake(respond), LimitConfig(max_concurrent=48))
+        peak = 0
+
+        async def one() -> None:
+            nonlocal peak
+            await limit.handle(request())
+            peak = max(peak, limit.in_flight)
+
+        first = limit.limit
+        for _ in range(10):
+            await asyncio.gather(*(one() for _ in range(64)))
+        assert peak <= 48
+        return first, limit.limit
+
+    first, last = asyncio.run(scenario())
+    assert first == 20
+    assert 20 < last <= 48
