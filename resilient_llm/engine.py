@@ -10,7 +10,6 @@ import atexit
 import concurrent.futures
 import contextlib
 import os
-import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Unpack
@@ -222,7 +221,7 @@ def _option(name: str, value: Any, check: Check[Any]) -> Any:
 
 _default: Engine | None = None
 _default_lock = threading.Lock()
-_exiting = False  # set at interpreter exit: from then on no engine is built
+_exiting = False  # set by our atexit hook (it runs before finalization): from then on no engine is built
 _configured: Config | None = None
 
 
@@ -287,8 +286,7 @@ async def acomplete(
 
 
 def _refuse_at_exit() -> None:
-    if _exiting or sys.is_finalizing():
-        # At exit a new loop thread may never start, and a call would wait for it forever (e.g. from a __del__).
+    if _exiting:  # a new loop thread may never start at exit, and the call (e.g. from a __del__) would wait forever
         raise RuntimeError("resilient_llm: the interpreter is exiting; no engine can start now")
 
 
