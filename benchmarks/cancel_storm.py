@@ -118,7 +118,7 @@ def main() -> None:
             renewals = getattr(engine._stack.http, "pool_renewals", None)
         report = {
             "benchmark": "cancel_storm",
-            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "settings": {k: v for k, v in vars(args).items() if k != "out"},
             "storms": len(storms),
             "calls_cancelled": sum(s["cancelled"] for s in storms),
             "server_requests_during_storms": requests_in_storms,
