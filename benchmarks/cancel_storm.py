@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from resilient_llm import CacheConfig, Config, Engine, HTTPConfig, LimitConfig, LogConfig, Outcome
+from resilient_llm import CacheConfig, Config, Engine, HTTPConfig, LimitConfig, LogConfig, Outcome, Secret
 from resilient_llm.testing.fault_server import RemoteFaultServer
 
 MODEL = "openai/gpt-4o-mini"
@@ -92,7 +92,7 @@ def main() -> None:
     with RemoteFaultServer("clean", latency_s=args.latency) as server:
         # The library's defaults otherwise (600 s attempt timeout, 900 s deadline): a wedge shows as no answer.
         config = Config(
-            http=HTTPConfig(api_key="sk-bench-local", base_url=server.url),
+            http=HTTPConfig(api_key=Secret("sk-bench-local"), base_url=server.url),
             limit=LimitConfig(max_concurrent=args.ceiling),
             cache=CacheConfig(mode="off"),
             log=LogConfig(file="off"),
