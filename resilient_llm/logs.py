@@ -49,6 +49,7 @@ class LogSink:
     """
 
     MAX_QUEUED = 10_000  # lines waiting for the writer; beyond this they are dropped
+    BATCH_S = 0.01  # the writer gathers lines this long before writing them: few wake-ups and writes under load
 
     def __init__(self, destination: str) -> None:
         self.destination = destination
@@ -77,6 +78,8 @@ class LogSink:
         self._ready = threading.Condition()
         self._lines: collections.deque[str] = collections.deque()
         self._busy = False
+        self._idle = False  # the writer waits for a first line (only then does a new line wake it)
+        self._flushing = 0
         self._closing = False
         self._writer: threading.Thread | None = None
 
@@ -97,12 +100,18 @@ class LogSink:
             if self._writer is None:
                 self._writer = threading.Thread(target=self._run, name="resilient-llm-log-writer", daemon=True)
                 self._writer.start()
-            self._ready.notify()
+            if self._idle:
+                self._ready.notify()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued line is written (or dropped); False if that took longer than ``timeout``."""
         with self._ready:
-            return self._ready.wait_for(lambda: not self._lines and not self._busy, timeout)
+            self._flushing += 1
+            self._ready.notify_all()
+            try:
+                return self._ready.wait_for(lambda: not self._lines and not self._busy, timeout)
+            finally:
+                self._flushing -= 1
 
     def close(self, timeout: float = 2.0) -> None:
         """Write what is queued (waiting at most ``timeout``), then stop the writer; later lines are dropped."""
@@ -120,7 +129,10 @@ class LogSink:
     def _run(self) -> None:
         while True:
             with self._ready:
+                self._idle = True
                 self._ready.wait_for(lambda: self._lines or self._closing)
+                self._idle = False
+                self._ready.wait_for(lambda: self._closing or self._flushing > 0, self.BATCH_S)
                 if not self._lines:
                     return
                 batch = list(self._lines)
