@@ -19,7 +19,8 @@ from typing import Any
 from resilient_llm import Config, Engine, HTTPConfig, Outcome
 from resilient_llm.dropin import judge
 from resilient_llm.policy.percentiles import percentiles
-from resilient_llm.testing.fault_server import PROFILES, RemoteFaultServer
+from resilient_llm.testing.profiles import PROFILES
+from resilient_llm.testing.remote import RemoteFaultServer
 
 MODEL = "openai/gpt-4o-mini"
 RESULTS = Path(__file__).parent / "results"

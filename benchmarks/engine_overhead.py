@@ -26,7 +26,7 @@ import httpx
 
 import resilient_llm
 from resilient_llm.policy.percentiles import percentiles
-from resilient_llm.testing.fault_server import RemoteFaultServer
+from resilient_llm.testing.remote import RemoteFaultServer
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM would fetch it from the internet
 

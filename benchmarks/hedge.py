@@ -16,7 +16,7 @@ from typing import Any
 
 from resilient_llm import Config, Engine, HTTPConfig, Outcome
 from resilient_llm.policy.percentiles import percentiles
-from resilient_llm.testing.fault_server import RemoteFaultServer
+from resilient_llm.testing.remote import RemoteFaultServer
 
 MODEL = "openai/gpt-4o-mini"
 RESULTS = Path(__file__).parent / "results"

@@ -24,7 +24,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM would f
 
 import resilient_llm
 from open_instruct.search_rewards.utils import run_utils
-from resilient_llm.testing.fault_server import RemoteFaultServer
+from resilient_llm.testing.remote import RemoteFaultServer
 
 MODEL = "openai/gpt-4o-mini"
 RESULTS = Path(__file__).parent / "results"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -27,6 +28,7 @@ from resilient_llm.layers.retry import RetryConfig
 from resilient_llm.logs import LogConfig
 from resilient_llm.models import openrouter_name
 from resilient_llm.prometheus import MetricsConfig
+from resilient_llm.redact import url_secrets
 from resilient_llm.validation import Check, Secret, Validated, redact_url
 
 PREFIX = "RESILIENT_LLM_"
@@ -76,6 +78,18 @@ class Config:
     def model_name(self, model: str, source: str = "model") -> str:
         """The model name to send (bare OpenAI names get ``openai/`` on OpenRouter); ConfigError when unroutable."""
         return openrouter_name(model, source) if self.http.targets_openrouter else _non_empty(model, source)
+
+    def secrets(self) -> list[str]:
+        """Every credential this configuration holds: its keys, the passwords in its URLs, and the proxies'."""
+        found: list[str] = []
+        for name, _ in SECTIONS:
+            for value in dataclasses.asdict(getattr(self, name)).values():
+                if isinstance(value, Secret):
+                    found.append(value.reveal())
+                elif isinstance(value, str) and "://" in value:
+                    found += url_secrets(value)
+        found += [secret for url in urllib.request.getproxies().values() for secret in url_secrets(url)]
+        return [secret for secret in found if secret]
 
     def describe(self) -> dict[str, object]:
         """The configuration as logged at start-up: every field, secrets only as set or missing, no URL password."""

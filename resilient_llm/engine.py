@@ -14,11 +14,12 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Unpack
 
+from resilient_llm import redact
 from resilient_llm.config import Config
 from resilient_llm.errors import ConfigError
 from resilient_llm.logs import LogSink, make_logger
 from resilient_llm.prometheus import exporter
-from resilient_llm.protocol import build_messages
+from resilient_llm.protocol import build_messages, check_sendable, extra_fields
 from resilient_llm.recorder import Gauges, Metrics
 from resilient_llm.stack import Stack, build_stack
 from resilient_llm.types import ChatOptions, ChatRequest, ChatResult, Message
@@ -48,6 +49,7 @@ class Engine:
         self._pid = os.getpid()
         self._closed = False
         self._model_names: dict[str, str] = {}
+        redact.register(config.secrets())  # before the first log line or error message
         self._metrics = Metrics(gauges=self._gauges)
         self._exporter = exporter(config.metrics, self._metrics)  # ConfigError without prometheus-client
         self._sink = LogSink(config.log.file)
@@ -83,7 +85,7 @@ class Engine:
         """Validate the arguments and build the request; ConfigError names what is wrong."""
         timeout = _option("timeout", options.get("timeout"), SECONDS)
         num_retries = _option("num_retries", options.get("num_retries"), int_in(0, 100))
-        return ChatRequest(
+        request = ChatRequest(
             model=self.model_name(model),
             messages=build_messages(messages, options.get("system"), options.get("user")),
             temperature=options.get("temperature"),
@@ -91,15 +93,17 @@ class Engine:
             top_p=options.get("top_p"),
             frequency_penalty=options.get("frequency_penalty"),
             presence_penalty=options.get("presence_penalty"),
-            extra_body=dict(options.get("extra_body") or {}),
+            extra_body=extra_fields(options.get("extra_body")),
             timeout=self.config.http.timeout if timeout is None else timeout,
             num_retries=self.config.retry.num_retries if num_retries is None else num_retries,
             raise_caller_errors=options.get("raise_caller_errors", True),
         )
+        check_sendable(request)
+        return request
 
     def model_name(self, model: str, source: str = "model") -> str:
         """The name sent for ``model``; a mapped name (bare OpenAI name on OpenRouter) is logged once."""
-        known = self._model_names.get(model)
+        known = self._model_names.get(model) if isinstance(model, str) else None  # else: ConfigError below
         if known is not None:
             return known
         name = self.config.model_name(model, source)

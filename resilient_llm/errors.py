@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from resilient_llm.redact import redact
+
 
 class ResilientLLMError(Exception):
     """Root of every exception this library raises."""
@@ -31,7 +33,7 @@ class ConfigError(ResilientLLMError, ValueError):
     """A setting or argument is invalid; the message names it, the value and what is accepted."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))
         self.field = field  # the config field at fault, when one is
 
 
@@ -47,7 +49,7 @@ class ProviderError(ResilientLLMError):
         code: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))  # a body may echo the key it was sent
         self.kind = kind
         self.status = status
         self.code = code
@@ -82,7 +84,7 @@ class CallFailed(ResilientLLMError):
     """The call failed for good; ``failures`` lists every attempt in order, ``last`` is the final error."""
 
     def __init__(self, message: str, failures: Sequence[FailedAttempt], last: ProviderError) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))
         self.failures = tuple(failures)
         self.last = last
 
@@ -135,4 +137,4 @@ class FailedAttempt:
     def of(cls, error: BaseException, wait_s: float | None = None, route: str = "openrouter") -> FailedAttempt:
         if isinstance(error, ProviderError):
             return cls(error.kind, error.status, str(error.args[0]), wait_s, route, is_backpressure(error))
-        return cls(type(error).__name__, None, str(error), wait_s, route)
+        return cls(type(error).__name__, None, redact(str(error)), wait_s, route)

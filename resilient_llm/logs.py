@@ -7,18 +7,22 @@ completion_tokens, cost, response_id``; the start-up line (``event="engine_start
 
 from __future__ import annotations
 
+import atexit
 import collections
 import datetime
 import json
 import os
 import sys
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 import structlog
 
+from resilient_llm.errors import ConfigError
+from resilient_llm.redact import log_processor
 from resilient_llm.validation import BOOL, TEXT, Validated, choice, setting
 
 CALL_EVENT = "llm_call"
@@ -64,9 +68,15 @@ class LogSink:
             except (AttributeError, OSError, ValueError):
                 self._stream = stream
         elif self.enabled:
-            parent = os.path.dirname(os.path.abspath(destination))
-            os.makedirs(parent, exist_ok=True)
-            self._fd = self._owned_fd = os.open(destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:  # a missing folder is made (the launcher's ./logs/ default relies on it)
+                os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
+                self._fd = self._owned_fd = os.open(destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise ConfigError(
+                    f"RESILIENT_LLM_LOG_FILE={destination!r} cannot be opened for appending: {exc.strerror or exc}; "
+                    "expected stderr, stdout, off or the path of a file",
+                    field="file",
+                ) from None
         self._refused = 0  # lines the full buffer refused (counted by callers)
         self._failed = 0  # lines the destination refused (counted by the writer)
         self._reported = 0
@@ -189,8 +199,9 @@ _SINKS: weakref.WeakSet[LogSink] = weakref.WeakSet()
 
 
 def flush(timeout: float = 5.0) -> bool:
-    """Wait until every sink of this process has written its queued lines; False if one took too long."""
-    return all([sink.flush(timeout) for sink in list(_SINKS)])
+    """Wait until every sink of this process has written its queued lines (at most ``timeout`` in all)."""
+    deadline = time.monotonic() + timeout
+    return all([sink.flush(max(0.0, deadline - time.monotonic())) for sink in list(_SINKS)])
 
 
 def _reset_in_child() -> None:
@@ -200,6 +211,7 @@ def _reset_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_in_child)
+atexit.register(flush, 2.0)  # the writer threads are daemons: what they hold is written before the process ends
 
 
 def make_logger(config: LogConfig, sink: LogSink) -> Any:
@@ -216,6 +228,7 @@ def make_logger(config: LogConfig, sink: LogSink) -> Any:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
+            log_processor,  # last: the finished line, whatever put a secret into it
         ],
         wrapper_class=structlog.make_filtering_bound_logger(config.level if sink.enabled else "critical"),
         logger_name="resilient_llm",

@@ -27,12 +27,57 @@ def build_messages(messages: Sequence[Message] | None, system: str | None, user:
     if messages is not None:
         if system is not None or user is not None:
             raise ConfigError("pass either messages or system/user prompts, not both")
-        if not messages or not all(isinstance(m, Mapping) and "role" in m for m in messages):
+        valid = isinstance(messages, Sequence) and not isinstance(messages, (str, bytes))
+        if not valid or not messages or not all(isinstance(m, Mapping) and "role" in m for m in messages):
             raise ConfigError("messages must be a non-empty list of {'role': ..., 'content': ...} mappings")
         return tuple(dict(m) for m in messages)
     if user is None:
         raise ConfigError("a call needs messages or a user prompt")
     return tuple(prompt_messages(system, user))
+
+
+def extra_fields(extra_body: Any) -> dict[str, Any]:
+    """The extra body fields of a call as a dict; ConfigError unless a mapping with string keys."""
+    if extra_body is None:
+        return {}
+    if not isinstance(extra_body, Mapping) or not all(isinstance(k, str) for k in extra_body):
+        raise ConfigError(f"extra_body={_short(extra_body)} is not valid: expected a mapping of field names to values")
+    return dict(extra_body)
+
+
+def check_sendable(request: ChatRequest) -> None:
+    """ConfigError naming the first argument JSON cannot carry (a set, an object, NaN), before anything is sent."""
+    parts: list[tuple[str, Any]] = [(f"messages[{i}]", dict(m)) for i, m in enumerate(request.messages)]
+    parts += [(name, getattr(request, name)) for name in SAMPLING_FIELDS]
+    parts += [(f"extra_body[{key!r}]", value) for key, value in request.extra_body.items()]
+    for name, value in parts:
+        if not _is_json(value):
+            raise ConfigError(
+                f"{name}={_short(value)} cannot be sent as JSON: expected text, finite numbers, true/false, null, "
+                "lists and objects",
+                field=name,
+            )
+
+
+def _is_json(value: Any, depth: int = 0) -> bool:
+    """What ``json.dumps(value, allow_nan=False)`` accepts, checked by type (a call's prompts are not encoded twice)."""
+    if value is None or isinstance(value, (str, int)):  # bool is an int
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if depth >= 100:  # json.dumps would hit a circular reference or the recursion limit
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_is_json(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        keys_ok = all(k is None or isinstance(k, (str, int, float)) for k in value)  # as json.dumps converts them
+        return keys_ok and all(_is_json(item, depth + 1) for item in value.values())
+    return False
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def request_body(request: ChatRequest) -> dict[str, Any]:

@@ -52,8 +52,9 @@ def test_stats_on_a_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[
     assert "cannot read /nonexistent/calls.jsonl" in capsys.readouterr().err
 
 
-def test_bench_quick_smoke_accounts_for_every_call(tmp_path: Path) -> None:
-    """The quick bench on one profile writes a result file in which every call is accounted for."""
+def test_bench_quick_smoke_accounts_for_every_call(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The quick bench on one profile writes a result file in which every call is accounted for, and a call log per
+    cell that ``stats --compare`` reads to the same counts."""
     env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True")
     argv = ["bench", "--quick", "--profiles", "flaky", "--calls", "24", "--out", str(tmp_path), "--no-plots"]
     done = subprocess.run(
@@ -78,7 +79,16 @@ def test_bench_quick_smoke_accounts_for_every_call(tmp_path: Path) -> None:
     assert ours["exceptions"] == 0
     assert ours["retry_after_violations"] == 0
     assert "sk-" not in (tmp_path / "bench.json").read_text().replace("sk-bench-local-not-a-secret", "")
-    assert (tmp_path / "bench.calls.jsonl").exists()
+    litellm_log, ours_log = (Path(cell["calls_log"]) for cell in cells)
+    assert litellm_log == tmp_path / "calls" / "flaky.litellm.gather.jsonl"
+    assert main(["stats", "--compare", str(litellm_log), str(ours_log), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["a"]["routes"] == {"litellm_original": 24}
+    everything = report["rows"][0]["metrics"]
+    for side, cell in zip(("a", "b"), cells, strict=True):
+        assert everything["ok"][side] == cell["real_answers"]
+        assert everything["neutral"][side] == cell["neutral"]
+        assert everything["error"][side] == cell["exceptions"]
 
 
 def test_bench_rejects_unknown_profiles(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -24,6 +25,20 @@ NOT_RUN = {
     "bash scripts/test.sh": "it is the command that runs this test (CI runs it)",
     "pip install": "installs packages; scripts/_venv.sh does the same install for every run",
 }
+
+
+# A few training steps' judge calls through the drop-in (two steps of three), in place of DR Tulu's grpo_fast.py.
+TRAINER_STAND_IN = """
+import asyncio
+from resilient_llm.dropin import run_utils
+
+async def step(n):
+    prompts = [f"step {n} rubric {i}" for i in range(3)]
+    return await asyncio.gather(*(run_utils.run_litellm_async("openai/gpt-4o-mini", p, "judge") for p in prompts))
+
+for n in range(2):
+    assert all(asyncio.run(step(n)))
+"""
 
 
 def blocks(kind: str) -> list[tuple[str, str]]:
@@ -86,6 +101,18 @@ def test_bash_examples_run(document: str, body: str, tmp_path: Path) -> None:
                 target = [str(checkout) if w.startswith("/path/to/") else w for w in words]
                 assert cli(*target, env=env, cwd=tmp_path).returncode == 0
                 assert cli(*target[:2], "--revert", target[2], env=env, cwd=tmp_path).returncode == 0
+            elif "open_instruct/grpo_fast.py" in words:  # the trainer is not here: a stand-in makes its judge calls
+                assignments = dict(w.split("=", 1) for w in words[: words.index("python")])
+                trainer_env = env | assignments | {"OPENAI_API_KEY": "sk-or-v1-docs", "OPENAI_API_BASE": server.url}
+                done = cli(sys.executable, "-c", TRAINER_STAND_IN, env=trainer_env, cwd=tmp_path)
+                assert done.returncode == 0, done.stderr[-2000:]
+            elif words[:3] == ["resilient-llm", "stats", "--compare"]:
+                done = cli(*words, "--json", env=env, cwd=tmp_path)
+                assert done.returncode == 0, done.stderr
+                report = json.loads(done.stdout)
+                assert report["a"]["routes"] == {"litellm_original": 6}
+                assert report["b"]["routes"] == {"openrouter": 6}
+                assert (tmp_path / words[words.index("--png") + 1]).read_bytes().startswith(b"\x89PNG")
             elif words[:2] == ["resilient-llm", "stats"]:
                 log = tmp_path / words[2]
                 log.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from resilient_llm.testing.fault_server import FaultServer, RemoteFaultServer
+from resilient_llm.testing.fault_server import FaultServer
+from resilient_llm.testing.remote import RemoteFaultServer
 
 HEADERS = {"Authorization": "Bearer sk-or-v1-TESTKEY"}
 

@@ -16,8 +16,9 @@ import pytest
 import resilient_llm
 from open_instruct.search_rewards.utils import run_utils
 from open_instruct.search_rewards.utils.openrouter_replacement import call_openrouter, call_openrouter_async
+from resilient_llm import engine as engine_module
 from resilient_llm.testing.fault_server import FaultServer
-from tests.conftest import API_KEY, MODEL, call_lines
+from tests.conftest import API_KEY, MODEL, call_lines, read_log
 
 pytestmark = pytest.mark.usefixtures("direct_env")
 
@@ -163,13 +164,17 @@ def test_interpreter_exits_cleanly_without_shutdown(server: FaultServer, tmp_pat
 
 
 def test_flag_off_runs_litellm_unchanged(server: FaultServer, monkeypatch: pytest.MonkeyPatch, log_path: Path) -> None:
-    """USE_OPENROUTER_DIRECT=false calls LiteLLM (against the local server) and our engine is never built."""
+    """USE_OPENROUTER_DIRECT=false calls LiteLLM (against the local server) and our engine is never built; with
+    RESILIENT_LLM_LOG_FILE set, each call adds its llm_call line and nothing else."""
     monkeypatch.setenv("USE_OPENROUTER_DIRECT", "false")
     resilient_llm.shutdown()
     assert run_utils.run_litellm(MODEL, "q", "sys").startswith('{"score"')
     assert asyncio.run(run_utils.run_litellm_async(MODEL, "q")).startswith('{"score"')
     assert server.stats()["requests"] == 2
-    assert not log_path.exists()
+    assert engine_module._default is None
+    assert [(line["event"], line["route"], line["outcome"]) for line in read_log(log_path)] == [
+        ("llm_call", "litellm_original", "ok")
+    ] * 2
 
 
 @pytest.mark.parametrize(

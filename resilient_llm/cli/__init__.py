@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 
 
@@ -18,15 +20,56 @@ def _bench(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     from resilient_llm.cli import stats
 
+    if args.compare:
+        return _compare(args)
+    if not args.logs:
+        print("resilient-llm stats: give LOG files, or --compare A B", file=sys.stderr)
+        return 2
     try:
         report = stats.summarize(args.logs, args.window)
     except OSError as exc:
         print(f"resilient-llm stats: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
-    print(json.dumps(report, indent=2) if args.json else stats.render_text(report))
+    print(json.dumps(report, indent=2, allow_nan=False) if args.json else stats.render_text(report))
     if args.png:
-        stats.plot(report, args.png)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(args.png)), exist_ok=True)
+            stats.plot(report, args.png)
+        except OSError as exc:
+            print(f"resilient-llm stats: cannot write {args.png}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import os
+
+    from resilient_llm.cli import compare
+
+    if args.logs or args.window:
+        print("resilient-llm stats: --compare takes exactly two logs, A and B, and no --window", file=sys.stderr)
+        return 2
+    try:
+        a, b = (compare.read_side(path) for path in args.compare)
+    except OSError as exc:
+        print(f"resilient-llm stats: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    report = compare.compare(a, b, args.judge_model or os.environ.get("RUBRIC_JUDGE_MODEL") or None)
+    print(json.dumps(report, indent=2) if args.json else compare.render_text(report))
+    if args.png:
+        compare.plot(a, b, args.png)
+    return 0
+
+
+def _window(raw: str) -> float:
+    """--window: seconds, finite, from a millisecond to about 30 years (window numbers must stay integers)."""
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0.001 <= seconds <= 1e9:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"expected a number of seconds from 0.001 to 1e9, got {raw!r}")
+    return seconds
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -56,10 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_parser.set_defaults(func=_bench)
     stats_parser = commands.add_parser("stats", help="summarise structured JSON logs")
-    stats_parser.add_argument("logs", nargs="+", help="JSON-lines log files")
-    stats_parser.add_argument("--window", type=float, default=None, help="also group by windows of this many seconds")
+    stats_parser.add_argument("logs", nargs="*", help="JSON-lines log files")
+    stats_parser.add_argument(
+        "--compare", nargs=2, metavar=("A", "B"), help="two runs side by side by model, with the ratio B/A"
+    )
+    stats_parser.add_argument(
+        "--judge-model", default=None, help="with --compare: the judge model (default: RUBRIC_JUDGE_MODEL)"
+    )
+    stats_parser.add_argument("--window", type=_window, default=None, help="also group by windows of this many seconds")
     stats_parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    stats_parser.add_argument("--png", default=None, help="write an outcome chart to this PNG file")
+    stats_parser.add_argument(
+        "--png", default=None, help="write an outcome chart (with --compare: both latency CDFs) to this PNG file"
+    )
     stats_parser.set_defaults(func=_stats)
     doctor_parser = commands.add_parser("doctor", help="check the configuration, endpoint, models, key and cache")
     doctor_parser.set_defaults(func=_doctor)

@@ -27,7 +27,8 @@ from typing import Any
 from resilient_llm import engine as engine_module
 from resilient_llm.cli.stderr_capture import StderrCapture, summary
 from resilient_llm.policy.percentiles import percentiles
-from resilient_llm.testing.fault_server import PROFILES, RemoteFaultServer
+from resilient_llm.testing.profiles import PROFILES
+from resilient_llm.testing.remote import RemoteFaultServer
 
 MODEL = "openai/gpt-4o-mini"
 LOCAL_KEY = "sk-bench-local-not-a-secret"
@@ -183,6 +184,11 @@ def run_cell(
     return time.perf_counter() - began
 
 
+def cell_log(out: Path, profile: str, client: str, pattern: str) -> Path:
+    """Where one cell's call lines go: one file per cell, so ``stats --compare`` takes any two of them."""
+    return out / "calls" / f"{profile}.{client}.{pattern}.jsonl"
+
+
 def measure(
     profile: str, client: str, pattern: str, args: argparse.Namespace, log_file: Path, advance: Callable[[], None]
 ) -> dict[str, Any]:
@@ -232,6 +238,7 @@ def measure(
         "server_requests_per_call": server_stats["requests"] / args.calls if server_stats else None,
         "retry_after_violations": server_stats["retry_after_violations"] if server_stats else None,
         "server": server_stats,
+        "calls_log": str(log_file),
     }
 
 
@@ -392,8 +399,9 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("--base-url needs the endpoint's key in OPENAI_API_KEY")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    log_file = out / "bench.calls.jsonl"
-    log_file.unlink(missing_ok=True)
+    (out / "calls").mkdir(exist_ok=True)
+    for old_log in (out / "calls").glob("*.jsonl"):
+        old_log.unlink()
     plan = cells(args)
     if "litellm" in args.clients:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else LiteLLM fetches it from the internet
@@ -409,6 +417,7 @@ def main(args: argparse.Namespace) -> int:
         task = progress.add_task("bench", total=len(plan) * args.calls)
         for profile, client, pattern in plan:
             progress.update(task, description=f"{profile} / {client} / {pattern}")
+            log_file = cell_log(out, profile, client, pattern)
             rows.append(measure(profile, client, pattern, args, log_file, lambda: progress.advance(task)))
     report = {
         "benchmark": "bench",
@@ -430,6 +439,6 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_plots:
         for path in plot(rows, out):
             console.print(f"plot: {path}")
-    console.print(f"results: {out / 'bench.json'}; call logs: {log_file}")
+    console.print(f"results: {out / 'bench.json'}; call logs, one per cell: {out / 'calls'}/")
     noise.until_exit()
     return 0

@@ -8,13 +8,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib.util
+import io
 import os
+import sys
 from collections.abc import Mapping
 
+from resilient_llm import redact
 from resilient_llm.config import Config
 from resilient_llm.dropin.config import TrainerConfig, use_openrouter_direct
 from resilient_llm.errors import ConfigError, ProviderError
 from resilient_llm.layers.http import HTTPHandler
+from resilient_llm.redact import url_secrets
 from resilient_llm.validation import redact_url
 
 SECRET_VARIABLES = ("OPENAI_API_KEY", "FALLBACK_API_KEY")
@@ -99,7 +103,8 @@ async def _endpoint_checks(config: Config, env: Mapping[str, str]) -> list[Check
             return [Check("FAIL", "endpoint", f"GET {base_url}/models answered HTTP {status}")]
         checks.append(Check("PASS", "endpoint", f"{base_url} reachable"))
         data = body.get("data") if isinstance(body, dict) else None
-        known = {m.get("id") for m in data if isinstance(m, dict)} if isinstance(data, list) else set()
+        models = data if isinstance(data, list) else []
+        known = {m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)}
         checks += _model_checks(config, env, known)
         try:
             status, _ = await http.get_json("/key")
@@ -161,9 +166,17 @@ def _fallback_check(config: Config) -> Check:
     return Check("PASS", "fallback", f"litellm route to {config.litellm.model}, then {routes[-1]}")
 
 
+def env_secrets(env: Mapping[str, str]) -> list[str]:
+    """The keys and every URL password in the environment, for ``redact``."""
+    key_var = env.get("RESILIENT_LLM_FALLBACK_KEY_VAR", "FALLBACK_API_KEY")
+    keys = [env.get(name, "") for name in (*SECRET_VARIABLES, key_var)]
+    return keys + [secret for value in env.values() if "://" in value for secret in url_secrets(value)]
+
+
 def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
     """All checks, in order; later checks are skipped when the configuration itself is invalid."""
     env = os.environ if env is None else env
+    redact.register(env_secrets(env))
     checks: list[Check] = []
     try:
         direct = use_openrouter_direct(env)
@@ -191,12 +204,15 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
 
 
 def main() -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a title or message the terminal cannot encode prints escaped
+        sys.stdout.reconfigure(errors="backslashreplace")
     env = dict(os.environ)
+    redact.register(env_secrets(env))
     print("resilient-llm doctor")
-    print("\n".join(configuration_lines(env)))
+    print(redact.redact("\n".join(configuration_lines(env))))
     checks = run_checks(env)
     for check in checks:
-        print(check.line())
+        print(redact.redact(check.line()))
     failed = sum(c.status == "FAIL" for c in checks)
     print(f"{len(checks)} checks: {failed} failed, {sum(c.status == 'WARN' for c in checks)} warnings")
     return 1 if failed else 0

@@ -10,6 +10,7 @@ import collections
 import dataclasses
 import datetime
 import json
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -34,10 +35,10 @@ class Group:
     def add(self, line: dict[str, Any]) -> None:
         self.calls += 1
         self.outcomes[str(line.get("outcome"))] += 1
-        latency = line.get("latency_ms")
-        if isinstance(latency, (int, float)):
-            self.latencies_ms.append(float(latency))
-        if isinstance(line.get("attempts"), int):
+        latency = _number(line.get("latency_ms"), None)
+        if latency is not None:
+            self.latencies_ms.append(latency)
+        if isinstance(line.get("attempts"), int) and not isinstance(line["attempts"], bool):
             self.attempts.append(line["attempts"])
         self.prompt_tokens += _number(line.get("prompt_tokens"))
         self.completion_tokens += _number(line.get("completion_tokens"))
@@ -59,8 +60,10 @@ class Group:
         }
 
 
-def _number(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+def _number(value: Any, default: float | None = 0.0) -> Any:
+    """A finite number from a log line, else ``default`` (a NaN or infinity there must not poison the sums)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else default
 
 
 def read_lines(paths: Iterable[str]) -> Iterator[dict[str, Any] | None]:

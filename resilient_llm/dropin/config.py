@@ -46,11 +46,15 @@ class TrainerConfig(Validated):
         for variable, model in (
             ("RUBRIC_JUDGE_MODEL", config.judge_model),
             ("RUBRIC_GENERATION_MODEL", config.generation_model),
+            *((name, env.get(name) or None) for name in DR_TULU_MODEL_VARIABLES),
         ):
             if model is not None:
                 engine.model_name(model, variable)
         return config
 
+
+# Read by DR Tulu itself, not by us; checked with the rest so a bad one stops the run at its first call, not later.
+DR_TULU_MODEL_VARIABLES = ("CITATION_JUDGE_MODEL", "HLE_JUDGE_MODEL")
 
 TRAINER_ENVIRONMENT: tuple[Variable, ...] = (
     Variable("RUBRIC_JUDGE_MODEL", "trainer", "judge_model"),

@@ -2,7 +2,9 @@
 
 Takes the trainer's calling convention (LiteLLM-style keyword arguments) and returns the answer text, or the
 configured neutral text (default ``""``) when nothing could answer. It never raises into training, except a
-``resilient_llm.ConfigError`` on the first call when the configuration itself is wrong.
+``resilient_llm.ConfigError`` on the first call when the configuration itself is wrong. A call's own arguments are not
+configuration: a mistake there (no prompt, empty messages, a zero timeout, a value JSON cannot carry) returns the
+neutral text, as the LiteLLM path does, and logs one ``llm_call`` line with outcome ``error`` and route ``rejected``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 import resilient_llm
 from resilient_llm.dropin import judge
 from resilient_llm.dropin.config import trainer_config
+from resilient_llm.logs import CALL_EVENT
 from resilient_llm.protocol import SAMPLING_FIELDS
-from resilient_llm.types import ChatOptions
+from resilient_llm.types import ChatOptions, next_call_id
 
 __all__ = ["call_openrouter", "call_openrouter_async"]
 
@@ -71,6 +74,21 @@ def _answer_text(engine: resilient_llm.Engine, model: str, result: resilient_llm
     return result.text
 
 
+def _rejected(engine: resilient_llm.Engine, model: str, error: resilient_llm.ConfigError) -> str:
+    """A call whose arguments cannot make a request: nothing is sent, one line says why, the neutral text returns."""
+    engine.log.warning(
+        CALL_EVENT,
+        outcome=str(resilient_llm.Outcome.ERROR),
+        latency_ms=0.0,
+        call_id=next_call_id(),
+        model=str(model),
+        route="rejected",
+        attempts=0,
+        error=str(error),
+    )
+    return engine.config.fallback.neutral_text
+
+
 def call_openrouter(
     model_name: str,
     user_prompt: str | None = None,
@@ -86,8 +104,8 @@ def call_openrouter(
     trainer_config(engine.config)
     try:
         return _answer_text(engine, model_name, engine.complete(model_name, chat, **options))
-    except resilient_llm.ConfigError:
-        raise
+    except resilient_llm.ConfigError as exc:  # the engine runs: this is the call's own arguments
+        return _rejected(engine, model_name, exc)
     except Exception:
         LOGGER.exception("resilient_llm call failed unexpectedly; returning the neutral text")
         return engine.config.fallback.neutral_text
@@ -108,8 +126,8 @@ async def call_openrouter_async(
     trainer_config(engine.config)
     try:
         return _answer_text(engine, model_name, await engine.acomplete(model_name, chat, **options))
-    except resilient_llm.ConfigError:
-        raise
+    except resilient_llm.ConfigError as exc:
+        return _rejected(engine, model_name, exc)
     except Exception:
         LOGGER.exception("resilient_llm call failed unexpectedly; returning the neutral text")
         return engine.config.fallback.neutral_text

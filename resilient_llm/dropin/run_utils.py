@@ -4,7 +4,8 @@ resilient_llm.
 ``USE_OPENROUTER_DIRECT=true`` routes every LLM-calling function through resilient_llm's engine (retries, a
 process-wide concurrency limit, breaker, cache, structured logs); unset or false keeps the original path, and the
 engine is never started. ``run_litellm`` / ``run_litellm_async`` never raise into training: a failed call returns
-``""`` (on the direct path, the configured neutral text).
+``""`` (on the direct path, the configured neutral text). With ``RESILIENT_LLM_LOG_FILE`` set, the original path
+also writes one ``llm_call`` line per call (``dropin/observe_original.py``) and changes nothing else.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from resilient_llm.dropin.config import use_openrouter_direct
 from resilient_llm.dropin.judge import extract_json_object
+from resilient_llm.dropin.observe_original import AZURE_ROUTE, LITELLM_ROUTE, observe
 from resilient_llm.protocol import prompt_messages
 from resilient_llm.types import DEFAULT_NUM_RETRIES, DEFAULT_TIMEOUT_S
 
@@ -66,12 +68,15 @@ def run_litellm(model_name: str, user_prompt: str, system_prompt: str | None = N
     kwargs.setdefault("num_retries", NUM_RETRIES)
     kwargs.setdefault("timeout", _litellm_timeout())
     kwargs.setdefault("fallbacks", list(SYNC_FALLBACKS))
-    try:
-        response = litellm.completion(model=model_name, messages=prompt_messages(system_prompt, user_prompt), **kwargs)
-        return response.choices[0].message.content or ""
-    except Exception as exc:
-        LOGGER.warning("run_litellm(%s) failed: %s", model_name, exc)
-        return ""
+    with observe("run_litellm", LITELLM_ROUTE, model_name, system=system_prompt, user=user_prompt) as seen:
+        try:
+            response = litellm.completion(
+                model=model_name, messages=prompt_messages(system_prompt, user_prompt), **kwargs
+            )
+            return seen.answered(response, response.choices[0].message.content or "")
+        except Exception as exc:
+            LOGGER.warning("run_litellm(%s) failed: %s", model_name, exc)
+            return seen.swallowed(exc, "")
 
 
 async def run_litellm_async(
@@ -92,12 +97,13 @@ async def run_litellm_async(
     kwargs.setdefault("num_retries", NUM_RETRIES)
     kwargs.setdefault("timeout", _litellm_timeout())
     chat = list(messages) if messages is not None else prompt_messages(system_prompt, user_prompt)
-    try:
-        response = await litellm.acompletion(model=model_name, messages=chat, **kwargs)
-        return response.choices[0].message.content or ""
-    except Exception as exc:
-        LOGGER.warning("run_litellm_async(%s) failed: %s", model_name, exc)
-        return ""
+    with observe("run_litellm_async", LITELLM_ROUTE, model_name, messages=chat) as seen:
+        try:
+            response = await litellm.acompletion(model=model_name, messages=chat, **kwargs)
+            return seen.answered(response, response.choices[0].message.content or "")
+        except Exception as exc:
+            LOGGER.warning("run_litellm_async(%s) failed: %s", model_name, exc)
+            return seen.swallowed(exc, "")
 
 
 def extract_json_from_response(response: str) -> dict[str, Any] | None:
@@ -118,8 +124,11 @@ def run_chatopenai(
         return call_openrouter(model_name, user_prompt, system_prompt, **chat_kwargs)
     import litellm
 
-    response = litellm.completion(model=model_name, messages=prompt_messages(system_prompt, user_prompt), **chat_kwargs)
-    return str(response.choices[0].message.content)
+    with observe("run_chatopenai", LITELLM_ROUTE, model_name, system=system_prompt, user=user_prompt) as seen:
+        response = litellm.completion(
+            model=model_name, messages=prompt_messages(system_prompt, user_prompt), **chat_kwargs
+        )
+        return seen.answered(response, str(response.choices[0].message.content))
 
 
 def run_azure_openai(
@@ -146,21 +155,24 @@ def run_azure_openai(
 
         chat_kwargs["max_tokens"] = chat_kwargs.pop("max_completion_tokens")
         return call_openrouter(model_name, user_prompt, system_prompt, **chat_kwargs)
-    api_key = os.environ.get("AZURE_OPENAI_API_KEY")
-    if not api_key:
-        raise ValueError("AZURE_OPENAI_API_KEY environment variable is required")
-    endpoint = endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
-    if not endpoint:
-        raise ValueError("Azure OpenAI endpoint must be provided or set in AZURE_OPENAI_ENDPOINT environment variable")
-    from openai import AzureOpenAI
+    with observe("run_azure_openai", AZURE_ROUTE, model_name, system=system_prompt, user=user_prompt) as seen:
+        api_key = os.environ.get("AZURE_OPENAI_API_KEY")
+        if not api_key:
+            raise ValueError("AZURE_OPENAI_API_KEY environment variable is required")
+        endpoint = endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
+        if not endpoint:
+            raise ValueError(
+                "Azure OpenAI endpoint must be provided or set in AZURE_OPENAI_ENDPOINT environment variable"
+            )
+        from openai import AzureOpenAI
 
-    client = AzureOpenAI(api_version=api_version, azure_endpoint=endpoint, api_key=api_key)
-    response = client.chat.completions.create(
-        messages=prompt_messages(system_prompt, user_prompt),  # type: ignore[arg-type]
-        model=deployment or model_name,
-        **chat_kwargs,
-    )
-    return str(response.choices[0].message.content)
+        client = AzureOpenAI(api_version=api_version, azure_endpoint=endpoint, api_key=api_key)
+        response = client.chat.completions.create(
+            messages=prompt_messages(system_prompt, user_prompt),  # type: ignore[arg-type]
+            model=deployment or model_name,
+            **chat_kwargs,
+        )
+        return seen.answered(response, str(response.choices[0].message.content))
 
 
 def load_jsonlines(file: str) -> list[Any]:

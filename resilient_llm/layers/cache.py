@@ -16,7 +16,7 @@ from typing import Any
 
 from resilient_llm.errors import MalformedResponse
 from resilient_llm.policy.cache import cache_key, decode_answer, encode_answer, is_cacheable
-from resilient_llm.stores import CacheStore
+from resilient_llm.stores import BadEntry, CacheStore
 from resilient_llm.types import ChatRequest, ChatResult, Handler, Outcome
 from resilient_llm.validation import BOOL, REDIS_URL, SECONDS, SECONDS_OR_ZERO, TEXT, Validated, choice, int_in, setting
 
@@ -78,10 +78,12 @@ class CacheHandler:
         self._warned: set[str] = set()
         self._store_down = False
         self._paused_until = 0.0
-        self.counters = collections.Counter(dict.fromkeys(("hit", "miss", "shared", "replay_miss", "store_fault"), 0))
+        kinds = ("hit", "miss", "shared", "replay_miss", "store_fault", "dropped")
+        self.counters = collections.Counter(dict.fromkeys(kinds, 0))
 
     async def handle(self, request: ChatRequest) -> ChatResult:
-        if not is_cacheable(request, cache_sampled=self._cache_sampled):
+        # replay looks every call up (a sampled recording replays too): nothing in replay reaches the network
+        if self._mode is not CacheMode.REPLAY and not is_cacheable(request, cache_sampled=self._cache_sampled):
             return await self._inner.handle(request)
         key = cache_key(request, self._base_url)
         if self._mode in (CacheMode.READ_WRITE, CacheMode.REPLAY):
@@ -134,8 +136,8 @@ class CacheHandler:
         try:
             raw = await self._store.get(key)
             result = None if raw is None else decode_answer(raw, f"cache:{self._store.name}")
-        except MalformedResponse as exc:
-            self._fault("decode", exc)
+        except (MalformedResponse, BadEntry) as exc:  # this entry is bad, not the store: drop it, keep serving
+            await self._drop(key, exc)
             return None
         except Exception as exc:
             self._fault("read", exc)
@@ -153,11 +155,18 @@ class CacheHandler:
         else:
             self._recovered()
 
+    async def _drop(self, key: str, exc: BaseException) -> None:
+        self.counters["dropped"] += 1
+        self._log.warning("cache_entry_dropped", store=self._store.name, cache_key=key[:19], error=str(exc)[:300])
+        try:
+            await self._store.delete(key)
+        except Exception as fault:
+            self._fault("delete", fault)
+
     def _fault(self, operation: str, exc: BaseException) -> None:
         self.counters["store_fault"] += 1
-        if operation != "decode":  # an unreadable entry is a miss; a failing store is left alone for a while
-            self._store_down = True
-            self._paused_until = time.monotonic() + self._fault_pause_s
+        self._store_down = True  # a failing store is left alone for a while
+        self._paused_until = time.monotonic() + self._fault_pause_s
         kind = type(exc).__name__
         if kind not in self._warned:
             self._warned.add(kind)

@@ -31,13 +31,19 @@ API_KEY: Check[Secret] = Check(
     ),
 )
 
+BASE_URL: Check[str] = Check(
+    "an http(s) URL without user:password (httpx would send them as Basic auth instead of the key)",
+    HTTP_URL.parse,
+    lambda url: HTTP_URL.valid(url) and "@" not in urllib.parse.urlsplit(url).netloc,
+)
+
 
 @dataclass(frozen=True)
 class HTTPConfig(Validated):
     """Where requests go and how they are sent. ``api_key`` may be given as a plain string; it is kept as a Secret."""
 
     api_key: Secret = setting(Secret(""), API_KEY)
-    base_url: str = setting(OPENROUTER_BASE_URL, HTTP_URL)
+    base_url: str = setting(OPENROUTER_BASE_URL, BASE_URL)
     timeout: float = setting(DEFAULT_TIMEOUT_S, SECONDS)  # per call, when the call does not say
     connect_timeout: float = setting(10.0, SECONDS)
     ignore_proxy: bool = setting(False, BOOL)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 from resilient_llm.errors import MalformedResponse
@@ -15,7 +16,10 @@ KEY_VERSION = "v1"  # bump when the key's inputs or the stored shape change: old
 
 def cache_key(request: ChatRequest, base_url: str) -> str:
     """``v1:`` + SHA-256 of a canonical JSON of everything that changes the answer (never key, timeouts, headers)."""
-    identity = {"base_url": base_url, **request_body(request)}
+    body = request_body(request)
+    # An extra body field named like the key's own must not replace it: such a body is nested whole. Its canonical
+    # JSON has no top-level "model", so it never equals an ordinary identity, and ordinary keys stay as they were.
+    identity = {"base_url": base_url, "body": body} if "base_url" in body else {"base_url": base_url, **body}
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return f"{KEY_VERSION}:{hashlib.sha256(canonical.encode()).hexdigest()}"
 
@@ -43,21 +47,33 @@ def encode_answer(result: ChatResult) -> bytes:
 
 
 def decode_answer(raw: bytes, route: str) -> ChatResult:
-    """The cached answer as a ``cached`` result; anything unexpected is a MalformedResponse (treated as a miss)."""
+    """The cached answer as a ``cached`` result; anything of another shape is a MalformedResponse (dropped)."""
     try:
         data: Any = json.loads(raw)
         prompt, completion, total, cost = data["usage"]
-        text, model = data["text"], data["model"]
+        text, model, response_id = data["text"], data["model"], data.get("response_id")
         if not isinstance(text, str) or not text or not isinstance(model, str):
             raise TypeError("text and model must be non-empty strings")
+        if not all(_count(n) for n in (prompt, completion, total)) or not (cost is None or _finite(cost)):
+            raise TypeError("token counts must be integers >= 0 and the cost a finite number")
+        if not (response_id is None or isinstance(response_id, str)):
+            raise TypeError("the response id must be text")
         return ChatResult(
             text=text,
             outcome=Outcome.CACHED,
             model=model,
             attempts=0,
             usage=Usage(prompt, completion, total, cost),
-            response_id=data.get("response_id"),
+            response_id=response_id,
             route=route,
         )
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise MalformedResponse(f"unreadable cache entry: {exc}", kind="bad_cache_entry") from exc
+
+
+def _count(value: object) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

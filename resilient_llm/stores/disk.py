@@ -7,6 +7,8 @@ from typing import Any
 
 import diskcache
 
+from resilient_llm.stores import BadEntry
+
 # SQLite busy timeout: a store locked by another process for longer is skipped (a miss), never waited on.
 BUSY_TIMEOUT_S = 0.1
 
@@ -16,7 +18,7 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         if mode == diskcache.core.MODE_PICKLE:
-            raise ValueError("refusing a pickled cache value (only JSON bytes are stored)")
+            raise BadEntry("refusing a pickled cache value (only JSON bytes are stored)")
         return super().fetch(mode, filename, value, read)
 
     def get(self, key: Any, raw: bool) -> Any:
@@ -60,12 +62,21 @@ class DiskStore:
     async def get(self, key: str) -> bytes | None:
         try:
             value = self._open().get(key, default=None, retry=False)
+        except BadEntry:
+            raise
         except Exception:
             self._failed()
             raise
         if value is not None and not isinstance(value, bytes):
-            raise TypeError(f"cache value of type {type(value).__name__}, expected bytes")
+            raise BadEntry(f"cache value of type {type(value).__name__}, expected bytes")
         return value
+
+    async def delete(self, key: str) -> None:
+        try:
+            self._open().delete(key, retry=False)
+        except Exception:
+            self._failed()
+            raise
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         try:

@@ -35,5 +35,8 @@ class RedisStore:
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         await self._client.set(key, value, px=int(ttl * 1000) if ttl else None)
 
+    async def delete(self, key: str) -> None:
+        await self._client.delete(key)
+
     async def close(self) -> None:
         await self._client.aclose()

@@ -1,0 +1,97 @@
+"""The fault server's vocabulary: every fault kind it can produce, the named profiles that mix them, its counters."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Mapping
+
+# Every kind the server can produce; "ok" is a clean answer.
+FAULT_KINDS = (
+    "ok",
+    "reset",  # TCP RST after reading the request
+    "drop",  # connection closed without a response
+    "protocol_error",  # garbage instead of an HTTP status line
+    "truncated_body",  # Content-Length promised, half sent, connection closed
+    "hang",  # no answer for ``hang_s`` seconds
+    "http_429",  # rate limited, with Retry-After
+    "http_408",
+    "http_500",  # HTML error page
+    "http_502",  # HTML error page
+    "http_503",  # HTML error page
+    "http_400",
+    "http_401",
+    "http_402",  # out of credits: final
+    "budget_402",  # in-flight budget exhausted, with Retry-After: temporary
+    "http_403",
+    "http_404",
+    "http_422",
+    "echo_auth",  # 401 whose message echoes the Authorization header (a careless gateway)
+    "error_in_200",  # {"error": {...}} with status 200
+    "bad_json",  # 200 with an HTML body
+    "truncated_json",  # 200 with half a JSON document
+    "empty_choices",
+    "null_content",
+    "finish_error",  # finish_reason "error"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Fault weights (the rest of the probability is "ok"), and an optional outage window after the first request."""
+
+    faults: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    outage: tuple[float, float] | None = None  # (starts after s, lasts s): every request gets a 503
+    capacity: int | None = None  # requests admitted at once; the rest get an immediate 429 with Retry-After
+    latency: tuple[float, float] | None = None  # each answer's latency drawn from [low, high] s, unless latency_s
+
+
+PROFILES: dict[str, Profile] = {
+    "clean": Profile(),
+    "flaky": Profile(
+        {
+            "reset": 0.035,
+            "drop": 0.035,
+            "http_429": 0.04,
+            "http_500": 0.03,
+            "http_502": 0.03,
+            "http_503": 0.03,
+            "error_in_200": 0.025,
+            "truncated_json": 0.02,
+            "empty_choices": 0.015,
+            "null_content": 0.015,
+            "protocol_error": 0.01,
+            "truncated_body": 0.01,
+            "hang": 0.01,
+        }
+    ),
+    "ratelimit": Profile({"http_429": 0.6}),
+    "outage": Profile(outage=(1.0, 4.0)),
+    "hangs": Profile({"hang": 0.03}),  # otherwise clean: for hedging
+    "clean-500ms": Profile(latency=(0.4, 0.6)),  # a short judge call's latency
+    "capacity": Profile(capacity=100, latency=(0.4, 0.6)),  # at most 100 in flight, 429 beyond
+}
+
+KNOWN_MODELS = ("openai/gpt-4o-mini", "openai/gpt-4.1-mini", "anthropic/claude-3.5-haiku")
+
+
+@dataclasses.dataclass
+class Counters:
+    """What the server saw; ``FaultServer.stats()`` reports them."""
+
+    requests: int = 0
+    connections: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    admitted: int = 0  # capacity profile: requests holding a slot
+    peak_admitted: int = 0
+    capacity_refusals: int = 0
+    requests_while_down: int = 0  # requests that met a manual outage (``down``)
+    retry_after_violations: int = 0
+    faults: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+
+
+def check_capacity(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"capacity={value!r}: expected an integer >= 1")
+    return value
