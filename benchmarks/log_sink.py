@@ -1,5 +1,5 @@
 """What a log line costs the engine: the buffered sink (a writer thread) vs writing in the caller (structlog's
-WriteLogger, the old path), same run, alternating, to a file.
+WriteLogger, the old path; same processors), same run, alternating, to a file.
 
     python -m benchmarks.log_sink [--lines 20000] [--paced 2000] [--rate 400] [--repeats 5]
 
@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from resilient_llm.logs import LogConfig, LogSink, make_logger
+from resilient_llm.redact import log_processor
 
 RESULTS = Path(__file__).parent / "results"
 FIELDS = {"model": "openai/gpt-4o-mini", "outcome": "ok", "latency_ms": 512.3, "attempts": 1, "cost": 1.2e-05}
@@ -40,6 +41,7 @@ def inline_logger(path: Path) -> tuple[Any, Callable[[], None]]:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.JSONRenderer(sort_keys=False),
+            log_processor,
         ],
         wrapper_class=structlog.make_filtering_bound_logger("info"),
     )
