@@ -54,7 +54,7 @@ def make_call(client: str, url: str, key: str) -> tuple[CallFn, Callable[[], Awa
     if client == "httpx":
         import httpx
 
-        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=20), trust_env=False)
+        http = httpx.AsyncClient(trust_env=False)  # as a user writes it: httpx's default pool of 100
 
         async def bare(prompt: str) -> str:
             body = {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "temperature": 0}
