@@ -44,6 +44,7 @@ class Engine:
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        _refuse_at_exit()
         self.config = config
         self._pid = os.getpid()
         self._closed = False
@@ -159,6 +160,11 @@ class Engine:
         return self._stack.breaker.status.trips
 
     @property
+    def log_lines_dropped(self) -> int:
+        """Log lines lost because the destination was stalled or failing (calls are never held up by logging)."""
+        return self._sink.dropped
+
+    @property
     def in_flight(self) -> int:
         """Attempts holding a concurrency slot right now."""
         return self._stack.limit.in_flight
@@ -219,6 +225,7 @@ def _option(name: str, value: Any, check: Check[Any]) -> Any:
 
 _default: Engine | None = None
 _default_lock = threading.Lock()
+_exiting = False  # set by our atexit hook (it runs before finalization): from then on no engine is built
 _configured: Config | None = None
 
 
@@ -239,6 +246,7 @@ def default_engine() -> Engine:
     engine = _default
     if engine is not None:
         return engine
+    _refuse_at_exit()
     with _default_lock:
         if _default is None:
             _default = Engine(_configured or Config.from_env())
@@ -281,5 +289,16 @@ async def acomplete(
     return await default_engine().acomplete(model, messages, **options)
 
 
+def _refuse_at_exit() -> None:
+    if _exiting:  # a new loop thread may never start at exit, and the call (e.g. from a __del__) would wait forever
+        raise RuntimeError("resilient_llm: the interpreter is exiting; no engine can start now")
+
+
+def _at_exit() -> None:
+    global _exiting
+    _exiting = True
+    shutdown()
+
+
 os.register_at_fork(after_in_child=_forget_in_child)
-atexit.register(shutdown)
+atexit.register(_at_exit)
