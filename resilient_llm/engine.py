@@ -12,18 +12,17 @@ import contextlib
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Unpack
 
 from resilient_llm import redact
 from resilient_llm.config import Config
-from resilient_llm.errors import ConfigError
 from resilient_llm.logs import LogSink, make_logger
 from resilient_llm.prometheus import exporter
 from resilient_llm.protocol import build_messages, check_sendable, extra_fields
 from resilient_llm.recorder import Gauges, Metrics
 from resilient_llm.stack import Stack, build_stack
 from resilient_llm.types import ChatOptions, ChatRequest, ChatResult, Message
-from resilient_llm.validation import SECONDS, Check, int_in
+from resilient_llm.validation import SECONDS, check_option, int_in
 
 if TYPE_CHECKING:
     import random
@@ -83,8 +82,8 @@ class Engine:
         self, model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
     ) -> ChatRequest:
         """Validate the arguments and build the request; ConfigError names what is wrong."""
-        timeout = _option("timeout", options.get("timeout"), SECONDS)
-        num_retries = _option("num_retries", options.get("num_retries"), int_in(0, 100))
+        timeout = check_option("timeout", options.get("timeout"), SECONDS)
+        num_retries = check_option("num_retries", options.get("num_retries"), int_in(0, 100))
         request = ChatRequest(
             model=self.model_name(model),
             messages=build_messages(messages, options.get("system"), options.get("user")),
@@ -215,12 +214,6 @@ class Engine:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _option(name: str, value: Any, check: Check[Any]) -> Any:
-    if value is not None and not check.valid(value):
-        raise ConfigError(f"{name}={value!r} is not valid: expected {check.accepted}", field=name)
-    return value
 
 
 _default: Engine | None = None
