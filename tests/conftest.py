@@ -90,6 +90,21 @@ def make_engine(server: FaultServer, log_path: Path) -> Iterator[Callable[..., E
 
 
 @pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def cached_engine(make_engine: Callable[..., Engine], cache_dir: Path) -> Callable[..., Engine]:
+    """Engines with the disk cache on, in ``cache_dir``."""
+
+    def make(**overrides: object) -> Engine:
+        return make_engine(**{"cache_mode": "read-write", "cache_dir": str(cache_dir), **overrides})
+
+    return make
+
+
+@pytest.fixture
 def direct_env(server: FaultServer, log_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The environment a user sets to switch the trainer to the direct path, against the local server."""
     resilient_llm.shutdown()

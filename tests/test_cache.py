@@ -74,19 +74,6 @@ def test_stored_answers_are_json_and_round_trip() -> None:
             decode_answer(garbage, "cache:disk")
 
 
-@pytest.fixture
-def cache_dir(tmp_path: Path) -> Path:
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def cached_engine(make_engine: Callable[..., Engine], cache_dir: Path) -> Callable[..., Engine]:
-    def make(**overrides: object) -> Engine:
-        return make_engine(**{"cache_mode": "read-write", "cache_dir": str(cache_dir), **overrides})
-
-    return make
-
-
 def test_second_identical_call_is_a_hit(
     server: FaultServer, cached_engine: Callable[..., Engine], log_path: Path
 ) -> None:

@@ -22,19 +22,6 @@ BASE = "https://openrouter.ai/api/v1"
 REQUEST = ChatRequest(model=MODEL, messages=({"role": "user", "content": "q"},), temperature=0)
 
 
-@pytest.fixture
-def cache_dir(tmp_path: Path) -> Path:
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def cached_engine(make_engine: Callable[..., Engine], cache_dir: Path) -> Callable[..., Engine]:
-    def make(**overrides: object) -> Engine:
-        return make_engine(**{"cache_mode": "read-write", "cache_dir": str(cache_dir), **overrides})
-
-    return make
-
-
 def key_of(server: FaultServer, user: str) -> str:
     return cache_key(ChatRequest(model=MODEL, messages=({"role": "user", "content": user},), temperature=0), server.url)
 
