@@ -74,11 +74,6 @@ class LimitHandler:
         self._gate_timer: asyncio.TimerHandle | None = None
         self._logged_at = -LOG_EVERY_S
 
-    @property
-    def max_concurrent(self) -> int:
-        """The limit now (kept for readers of the first wave's name)."""
-        return self.limit
-
     async def aclose(self) -> None:
         if self._gate_timer is not None:
             self._gate_timer.cancel()
@@ -86,14 +81,14 @@ class LimitHandler:
             await self._shared.aclose()
 
     async def handle(self, request: ChatRequest) -> ChatResult:
-        wait = request.timeout if request.deadline is None else request.deadline - time.monotonic()
-        await self._acquire(max(0.0, wait))
+        ends = time.monotonic() + request.timeout if request.deadline is None else request.deadline
+        await self._acquire(max(0.0, ends - time.monotonic()))
         lease = None
         try:
             if not self._may_send():
                 raise BreakerOpen("held back: the circuit opened while this attempt queued", kind="breaker_open")
             if self._shared is not None:
-                lease = await self._shared.acquire(self.limit, max(0.0, wait))
+                lease = await self._shared.acquire(self.limit, max(0.0, ends - time.monotonic()))
                 self._adopt(lease.limit)
             started = time.monotonic()
             in_flight = lease.in_flight if lease is not None and lease.in_flight else self.in_flight
