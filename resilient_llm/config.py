@@ -26,7 +26,7 @@ from resilient_llm.layers.limit import LimitConfig
 from resilient_llm.layers.litellm_route import LiteLLMRouteConfig
 from resilient_llm.layers.retry import RetryConfig
 from resilient_llm.logs import LogConfig
-from resilient_llm.models import openrouter_name
+from resilient_llm.models import model_name, openrouter_name
 from resilient_llm.prometheus import MetricsConfig
 from resilient_llm.redact import url_secrets
 from resilient_llm.validation import Check, Secret, Validated, redact_url
@@ -77,7 +77,7 @@ class Config:
 
     def model_name(self, model: str, source: str = "model") -> str:
         """The model name to send (bare OpenAI names get ``openai/`` on OpenRouter); ConfigError when unroutable."""
-        return openrouter_name(model, source) if self.http.targets_openrouter else _non_empty(model, source)
+        return openrouter_name(model, source) if self.http.targets_openrouter else model_name(model, source)
 
     def secrets(self) -> list[str]:
         """Every credential this configuration holds: its keys, the passwords in its URLs, and the proxies'."""
@@ -103,13 +103,6 @@ class Config:
                 described[f"{name}_{field}"] = value
         described["proxy"] = self.http.proxy() or "none"
         return described
-
-
-def _non_empty(model: str, source: str) -> str:
-    name = model.strip() if isinstance(model, str) else ""
-    if not name:
-        raise ConfigError(f"{source}={model!r} is empty: give a model name such as 'openai/gpt-4o-mini'")
-    return name
 
 
 class Variable(NamedTuple):

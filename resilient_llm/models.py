@@ -36,12 +36,17 @@ def is_bare_openai(name: str) -> bool:
     return "/" not in name and name.lower().startswith(OPENAI_PREFIXES)
 
 
-def openrouter_name(model: str, source: str = "model") -> str:
-    """The name to send to OpenRouter: LiteLLM's ``openrouter/`` spelling dropped, bare OpenAI names mapped."""
+def model_name(model: str, source: str = "model") -> str:
+    """The model name stripped; ConfigError naming ``source`` when there is none."""
     name = model.strip() if isinstance(model, str) else ""
     if not name:
         raise ConfigError(f"{source}={model!r} is empty: give a model name such as 'openai/gpt-4o-mini'")
-    name = name.removeprefix("openrouter/")
+    return name
+
+
+def openrouter_name(model: str, source: str = "model") -> str:
+    """The name to send to OpenRouter: LiteLLM's ``openrouter/`` spelling dropped, bare OpenAI names mapped."""
+    name = model_name(model, source).removeprefix("openrouter/")
     if is_bare_openai(name):
         return f"openai/{name}"
     if "/" not in name:
