@@ -11,10 +11,10 @@ import concurrent.futures
 import contextlib
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Unpack
 
-from resilient_llm import redact
+from resilient_llm import redact, runtime
 from resilient_llm.config import Config
 from resilient_llm.errors import ConfigError
 from resilient_llm.logs import LogSink, make_logger
@@ -53,7 +53,7 @@ class Engine:
         self._exporter = exporter(config.metrics, self._metrics)  # ConfigError without prometheus-client
         self._sink = LogSink(config.log.file)
         self.log = make_logger(config.log, self._sink)
-        self._loop = asyncio.new_event_loop()
+        self._loop, loop_kind = runtime.new_loop(config.runtime)  # uvloop when installed: only this thread's loop
         self._thread = threading.Thread(target=self._loop.run_forever, name="resilient-llm-engine", daemon=True)
         self._thread.start()
 
@@ -73,6 +73,7 @@ class Engine:
             "engine_started",
             message="Using direct OpenRouter API calls instead of litellm",
             pid=self._pid,
+            **runtime.describe(loop_kind, config.http.transport),
             **config.describe(),
         )
         if self._exporter is not None:
@@ -113,11 +114,14 @@ class Engine:
 
     def submit(self, request: ChatRequest) -> concurrent.futures.Future[ChatResult]:
         """Start the call on the engine loop; the future resolves exactly once."""
+        self._check_open()
+        return asyncio.run_coroutine_threadsafe(self._stack.top.handle(request), self._loop)
+
+    def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this resilient_llm engine is closed")
         if os.getpid() != self._pid:
             raise RuntimeError("this engine belongs to the parent process; use resilient_llm.complete() in a child")
-        return asyncio.run_coroutine_threadsafe(self._stack.top.handle(request), self._loop)
 
     def complete(
         self, model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
@@ -136,7 +140,15 @@ class Engine:
         self, model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
     ) -> ChatResult:
         """Awaitable call, from any event loop; cancelling it cancels the call on the engine."""
-        return await asyncio.wrap_future(self.submit(self.request(model, messages, **options)))
+        request = self.request(model, messages, **options)
+        self._check_open()
+        call = _Call(self._stack.top.handle, request, asyncio.get_running_loop())
+        self._loop.call_soon_threadsafe(call.start)
+        try:
+            return await call.answer
+        except asyncio.CancelledError:
+            self._loop.call_soon_threadsafe(call.cancel)
+            raise
 
     @property
     def outcomes(self) -> Mapping[str, int]:
@@ -209,6 +221,50 @@ class Engine:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _Call:
+    """One awaited call on its way to the engine loop and back: a task there, one future in the caller's loop.
+
+    Lighter than ``run_coroutine_threadsafe`` + ``wrap_future`` (no concurrent future, no lock, no chained callbacks):
+    a call queued behind the limit holds only this, its task and its coroutines.
+    """
+
+    __slots__ = ("answer", "caller", "handle", "request", "task")
+
+    def __init__(self, handle: Callable[[ChatRequest], Awaitable[ChatResult]], request: ChatRequest, caller: Any):
+        self.handle = handle
+        self.request: ChatRequest | None = request
+        self.caller: asyncio.AbstractEventLoop = caller
+        self.answer: asyncio.Future[ChatResult] = caller.create_future()
+        self.task: asyncio.Future[ChatResult] | None = None
+
+    def start(self) -> None:  # on the engine loop
+        request, self.request = self.request, None
+        if request is None:  # cancelled before it started
+            return
+        self.task = asyncio.ensure_future(self.handle(request))
+        self.task.add_done_callback(self._done)
+
+    def cancel(self) -> None:  # on the engine loop
+        self.request = None
+        if self.task is not None:
+            self.task.cancel()
+
+    def _done(self, task: asyncio.Future[ChatResult]) -> None:  # on the engine loop
+        with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits any more
+            self.caller.call_soon_threadsafe(self._deliver, task)
+
+    def _deliver(self, task: asyncio.Future[ChatResult]) -> None:  # on the caller's loop
+        if self.answer.done():
+            if not task.cancelled():
+                task.exception()  # retrieved: the caller gave up on it
+        elif task.cancelled():
+            self.answer.cancel()
+        elif (error := task.exception()) is not None:
+            self.answer.set_exception(error)
+        else:
+            self.answer.set_result(task.result())
 
 
 def _option(name: str, value: Any, check: Check[Any]) -> Any:

@@ -16,6 +16,7 @@ import structlog
 
 from resilient_llm.errors import ConfigError
 from resilient_llm.redact import log_processor
+from resilient_llm.runtime import log_line
 from resilient_llm.validation import BOOL, TEXT, Validated, choice, setting
 
 CALL_EVENT = "llm_call"
@@ -64,7 +65,7 @@ class LogSink:
 def make_logger(config: LogConfig, sink: LogSink) -> Any:
     """A bound logger that renders to ``sink`` in the configured format and level."""
     renderer: Any = (
-        structlog.processors.JSONRenderer(sort_keys=False)
+        structlog.processors.JSONRenderer(serializer=log_line, sort_keys=False)
         if config.format == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )

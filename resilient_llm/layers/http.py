@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -12,11 +13,23 @@ from typing import Any
 import anyio
 import httpx
 
-from resilient_llm.errors import ConnectionFailed, ProviderError, ProviderTimeout
+from resilient_llm.errors import ConfigError, ConnectionFailed, ProviderError, ProviderTimeout
 from resilient_llm.layers.body import ACCEPT_ENCODING, MAX_BODY_BYTES, read_body
 from resilient_llm.protocol import parse_response, request_body
+from resilient_llm.runtime import dumps
 from resilient_llm.types import DEFAULT_TIMEOUT_S, ChatRequest, ChatResult
-from resilient_llm.validation import BOOL, HTTP_URL, SECONDS, Check, Secret, Validated, header_text, redact_url, setting
+from resilient_llm.validation import (
+    BOOL,
+    HTTP_URL,
+    SECONDS,
+    Check,
+    Secret,
+    Validated,
+    choice,
+    header_text,
+    redact_url,
+    setting,
+)
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 API_KEY: Check[Secret] = Check(
@@ -49,12 +62,18 @@ class HTTPConfig(Validated):
     ignore_proxy: bool = setting(False, BOOL)
     http_referer: str | None = setting(None, header_text("a URL"), optional=True)
     app_title: str | None = setting(None, header_text("a title"), optional=True)
+    transport: str = setting("httpx", choice(("httpx", "aiohttp"), joiner=" or "))  # aiohttp: the fast extra's
 
     def __post_init__(self) -> None:
         if isinstance(self.api_key, str):
             object.__setattr__(self, "api_key", Secret(self.api_key))
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         super().__post_init__()
+        if self.transport == "aiohttp" and importlib.util.find_spec("aiohttp") is None:
+            raise ConfigError(
+                "transport='aiohttp' but aiohttp is not installed: pip install 'resilient-llm[fast]', or use httpx",
+                field="transport",
+            )
 
     @property
     def targets_openrouter(self) -> bool:
@@ -108,8 +127,13 @@ class HTTPHandler:
 
     def _new_client(self) -> httpx.AsyncClient:
         size = self._max_connections
+        transport = self._transport
+        if transport is None and self._config.transport == "aiohttp":
+            from resilient_llm.layers.aiohttp_transport import AiohttpTransport
+
+            transport = AiohttpTransport(size, keepalive_expiry=30.0)
         return httpx.AsyncClient(
-            transport=self._transport,
+            transport=transport,
             trust_env=not self._config.ignore_proxy,
             limits=httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0),
             follow_redirects=False,
@@ -144,9 +168,9 @@ class HTTPHandler:
                 try:
                     # httpx times each read; the whole exchange (a server trickling bytes) is bounded here.
                     with anyio.fail_after(request.timeout):
-                        body = request_body(request)
+                        body = dumps(request_body(request))
                         async with client.stream(
-                            "POST", self._url, json=body, headers=self._headers, timeout=timeout
+                            "POST", self._url, content=body, headers=self._headers, timeout=timeout
                         ) as response:
                             status, headers = response.status_code, response.headers
                             content = await read_body(response.aiter_raw(), status, headers, self._max_body)
