@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import resilient_llm
-from benchmarks.engine_overhead import KEY, MODEL, bare_httpx, ours, run_workload
+from benchmarks.engine_overhead import KEY, bare_httpx, ours, run_workload
 from resilient_llm import CacheConfig, Config, HTTPConfig, LimitConfig, LogConfig
 from resilient_llm.testing.remote import RemoteFaultServer
 
@@ -62,8 +62,12 @@ RULES: tuple[tuple[str, tuple[str, ...] | None, str], ...] = (
     ("resilient_llm/layers/limit.py", None, "limit"),
     ("resilient_llm/policy/concurrency.py", None, "limit"),
     ("resilient_llm/layers/fallback.py", None, "fallback"),
-    ("anyio/", None, "http: anyio task + cancel scope"),
-    ("resilient_llm/layers/http.py", ("handle", "_wind_down"), "http: anyio task + cancel scope"),
+    ("anyio/", None, "http: anyio (httpcore's socket backend, our cancel scope)"),
+    (
+        "resilient_llm/layers/http.py",
+        ("handle", "_wind_down"),
+        "http: anyio (httpcore's socket backend, our cancel scope)",
+    ),
     ("resilient_llm/layers/http.py", None, "http: httpx/httpcore/h11"),
     ("resilient_llm/layers/body.py", None, "http: httpx/httpcore/h11"),
     ("httpx/", None, "http: httpx/httpcore/h11"),

@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -117,6 +118,15 @@ class Engine:
         self._check_open()
         return asyncio.run_coroutine_threadsafe(self._stack.top.handle(request), self._loop)
 
+    def _answer_now(self, request: ChatRequest) -> ChatResult | None:
+        """A cache hit answered in the caller's thread when the store can read there (disk), without the hop."""
+        cache = self._stack.cache
+        if cache is None:
+            return None
+        started = time.perf_counter()
+        hit = cache.answer_now(request)
+        return None if hit is None else self._stack.top.answered_now(request, hit, started)
+
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this resilient_llm engine is closed")
@@ -129,7 +139,12 @@ class Engine:
         """Blocking call, from any thread (not from the engine's own)."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("complete() would deadlock on the engine thread; use acomplete()")
-        future = self.submit(self.request(model, messages, **options))
+        request = self.request(model, messages, **options)
+        self._check_open()
+        hit = self._answer_now(request)
+        if hit is not None:
+            return hit
+        future = self.submit(request)
         try:
             return future.result()
         except BaseException:
@@ -142,6 +157,9 @@ class Engine:
         """Awaitable call, from any event loop; cancelling it cancels the call on the engine."""
         request = self.request(model, messages, **options)
         self._check_open()
+        hit = self._answer_now(request)
+        if hit is not None:
+            return hit
         call = _Call(self._stack.top.handle, request, asyncio.get_running_loop())
         self._loop.call_soon_threadsafe(call.start)
         try:

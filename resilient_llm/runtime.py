@@ -3,8 +3,9 @@
 - uvloop runs the engine's own loop thread (never the caller's loop): ``RESILIENT_LLM_LOOP=auto`` (the default) uses
   it when installed, ``asyncio`` never, ``uvloop`` insists (a ConfigError without it).
 - orjson writes request bodies and log lines and reads responses and cache entries when installed. Whatever it
-  refuses (an integer beyond 64 bits, a NaN literal, a lone surrogate) goes to the standard library, so a call never
-  depends on which one is installed; cache keys always use the standard library, so they never change with it.
+  refuses (writing an integer beyond 64 bits, reading a NaN literal or a lone surrogate) goes to the standard library,
+  so a call does not depend on which one is installed (one difference: orjson reads an integer beyond 64 bits as a
+  float); cache keys always use the standard library, so they never change with it.
 
 ``describe`` is what ``engine_started`` logs: which loop, JSON library and HTTP transport the engine runs on.
 """

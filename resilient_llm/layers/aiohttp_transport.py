@@ -26,6 +26,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(self, max_connections: int, keepalive_expiry: float = 30.0) -> None:
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
+        self._ssl = httpx.create_ssl_context()  # httpx's own trust store; made once here, not in a call
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
@@ -34,7 +35,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 limit=self._max_connections,
                 limit_per_host=0,
                 keepalive_timeout=self._keepalive_expiry,
-                ssl=httpx.create_ssl_context(),  # the same trust store as httpx's own transport
+                ssl=self._ssl,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None)
