@@ -2,8 +2,9 @@
 clean local endpoint, and each sample is charged to the innermost layer on its stack.
 
 The same workload as ``benchmarks/engine_overhead.py`` (distinct prompts, a fixed number in flight from one caller
-loop, the server in a child process so its CPU is not ours), run twice under the sampler: once through
-``resilient_llm.acomplete`` and once through a bare ``httpx.AsyncClient``, so the two breakdowns sit side by side.
+loop, the server in a child process so its CPU is not ours), run under the sampler once per client: through
+``resilient_llm.acomplete`` (httpx's transport, then the aiohttp one) and through a bare ``httpx.AsyncClient``,
+so the breakdowns sit side by side.
 A sample is attributed by walking its stack from the leaf outwards to the first frame that names an owner (a library
 or one of our modules, see ``RULES``); stdlib frames (json, asyncio internals, dataclasses) are charged to whoever
 called them. Needs ``py-spy`` (``pip install py-spy``; it attaches to this process, which needs ptrace rights).
@@ -74,7 +75,7 @@ RULES: tuple[tuple[str, tuple[str, ...] | None, str], ...] = (
     ("httpcore/", None, "http: httpx/httpcore/h11"),
     ("h11/", None, "http: httpx/httpcore/h11"),
     ("aiohttp/", None, "http: aiohttp"),
-    ("httpx_aiohttp/", None, "http: aiohttp"),
+    ("resilient_llm/layers/aiohttp_transport.py", None, "http: aiohttp"),
     ("resilient_llm/engine.py", ("request", "model_name", "_option"), "front door (validate, build request)"),
     ("resilient_llm/engine.py", None, "hop to the engine thread and back"),
     ("resilient_llm/types.py", None, "front door (validate, build request)"),
@@ -254,7 +255,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--rate", type=int, default=500)
-    parser.add_argument("--clients", default="resilient_llm,httpx")
+    parser.add_argument("--clients", default="resilient_llm,resilient_llm_aiohttp,httpx")
     parser.add_argument("--tag", default="", help="results go to profile<tag>.json / .md")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rllm-profile-"))
@@ -273,12 +274,18 @@ def main() -> None:
                 cache=CacheConfig(mode="off"),
                 log=LogConfig(file=str(work / "calls.jsonl")),
             )
-            resilient_llm.configure(config)
+            configs = {
+                "resilient_llm": config,
+                "resilient_llm_aiohttp": config.replace(http={"transport": "aiohttp"}),
+            }
             makers: dict[str, Callable[[], tuple[Any, Callable[[], Awaitable[None]] | None]]] = {
                 "resilient_llm": lambda: (ours(), None),
+                "resilient_llm_aiohttp": lambda: (ours(), None),
                 "httpx": lambda: bare_httpx(server.url, args.concurrency),
             }
             for name in args.clients.split(","):
+                if name in configs:
+                    resilient_llm.configure(configs[name])
                 report["clients"][name] = profile_client(name, makers[name], args, work / f"{name}.txt")
                 print(f"{name}: {json.dumps(report['clients'][name]['by_category'])}")
             resilient_llm.configure(None)

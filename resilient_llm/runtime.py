@@ -86,13 +86,16 @@ def loads(data: bytes | str) -> Any:
 
 
 def log_line(value: Any, **options: Any) -> str:
-    """structlog's JSON serializer: orjson when installed (``options["default"]`` for unknown types), else json."""
+    """structlog's JSON serializer: orjson when installed (``options["default"]`` for unknown types), else json.
+
+    Both write the same compact UTF-8 line (``{"event":"llm_call",...}``), so a line does not change with the extra.
+    """
     if orjson is not None:
         try:
             return str(orjson.dumps(value, default=options.get("default"), option=orjson.OPT_NON_STR_KEYS).decode())
         except TypeError:
             pass
-    return json.dumps(value, **options)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, **options)
 
 
 def describe(loop: str, transport: str) -> dict[str, str]:

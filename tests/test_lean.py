@@ -57,6 +57,15 @@ def test_log_line_renders_unknown_values_through_the_fallback() -> None:
     assert line == {"event": "x", "odd": repr({1, 2}), "n": 1}
 
 
+def test_log_lines_are_the_same_bytes_with_or_without_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log line is compact UTF-8 JSON whichever library renders it: greps and parsers see one format."""
+    event = {"event": "llm_call", "outcome": "ok", "latency_ms": 21.5, "failures": [], "model": "modèle", "n": None}
+    rendered = runtime.log_line(event, default=repr, sort_keys=False)
+    monkeypatch.setattr(runtime, "orjson", None)
+    assert runtime.log_line(event, default=repr, sort_keys=False) == rendered
+    assert rendered.startswith('{"event":"llm_call","outcome":"ok"')
+
+
 def test_the_loop_choice_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     """RESILIENT_LLM_LOOP accepts auto, asyncio, uvloop; uvloop without the package is a ConfigError naming it."""
     with pytest.raises(ConfigError, match="RESILIENT_LLM_LOOP"):
@@ -191,3 +200,41 @@ def test_acomplete_answers_from_many_loops_and_threads(make_engine: Callable[...
     for thread in threads:
         thread.join(60)
     assert outcomes == [[Outcome.OK] * 5] * 6
+
+
+class _EarlyTimers(asyncio.SelectorEventLoop):
+    """A loop whose timers fire a few milliseconds early, as uvloop's millisecond clock can."""
+
+    def call_later(self, delay: float, callback: Any, *args: Any, context: Any = None) -> asyncio.TimerHandle:
+        return super().call_later(max(0.0, delay - 0.005), callback, *args, context=context)
+
+
+def test_the_retry_after_gate_reopens_on_a_loop_whose_timers_fire_early() -> None:
+    """Attempts queued behind a Retry-After gate still go out when the gate's timer fires before the gate's time."""
+    from resilient_llm.errors import ErrorResponse
+    from resilient_llm.layers.limit import LimitConfig, LimitHandler
+    from resilient_llm.types import ChatRequest, ChatResult
+
+    calls = 0
+
+    class Inner:
+        async def handle(self, request: ChatRequest) -> ChatResult:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise ErrorResponse("slow down", kind="http_429", status=429, retry_after=0.05)
+            return ChatResult("A", Outcome.OK, MODEL)
+
+    async def scenario() -> list[str]:
+        limit = LimitHandler(Inner(), LimitConfig(mode="fixed", max_concurrent=4))
+        request = ChatRequest(MODEL, ({"role": "user", "content": "q"},), timeout=5.0)
+        with pytest.raises(ErrorResponse):
+            await limit.handle(request)
+        results = await asyncio.wait_for(asyncio.gather(*(limit.handle(request) for _ in range(3))), 3.0)
+        return [r.text for r in results]
+
+    loop = _EarlyTimers()
+    try:
+        assert loop.run_until_complete(scenario()) == ["A"] * 3
+    finally:
+        loop.close()

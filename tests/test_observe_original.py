@@ -152,11 +152,11 @@ def test_stderr_destination_and_prompts_opt_in(
     monkeypatch.setenv("RESILIENT_LLM_LOG_FILE", "stderr")
     run_utils.run_litellm(MODEL, "the secret rubric", "sys")
     err = capfd.readouterr().err
-    assert '"event": "llm_call"' in err
+    assert '"event":"llm_call"' in err
     assert "the secret rubric" not in err
     monkeypatch.setenv("RESILIENT_LLM_LOG_PROMPTS", "true")
     run_utils.run_litellm(MODEL, "the secret rubric", "sys")
-    assert '"content": "the secret rubric"' in capfd.readouterr().err
+    assert '"content":"the secret rubric"' in capfd.readouterr().err
 
 
 @pytest.mark.usefixtures("original_env")

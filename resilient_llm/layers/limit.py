@@ -164,9 +164,17 @@ class LimitHandler:
         self._gate_until = until
         if self._gate_timer is not None:
             self._gate_timer.cancel()
-        self._gate_timer = asyncio.get_running_loop().call_later(seconds, self._wake)
+        self._gate_timer = asyncio.get_running_loop().call_later(seconds, self._gate_opens)
         if self._shared is not None:
             self._shared.shut_gate(seconds)
+
+    def _gate_opens(self) -> None:
+        left = self._gate_until - time.monotonic()
+        if left > 0:  # the timer fired a little early (uvloop's clock counts milliseconds): wait out the rest
+            self._gate_timer = asyncio.get_running_loop().call_later(left, self._gate_opens)
+            return
+        self._gate_timer = None
+        self._wake()
 
     def _learn(self, error: BaseException | None, started: float, in_flight: int, tokens: int | None, gen: int) -> None:
         if isinstance(error, ErrorResponse) and is_backpressure(error) and error.retry_after:
