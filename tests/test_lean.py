@@ -238,3 +238,24 @@ def test_the_retry_after_gate_reopens_on_a_loop_whose_timers_fire_early() -> Non
         assert loop.run_until_complete(scenario()) == ["A"] * 3
     finally:
         loop.close()
+
+
+def test_httpx_pools_are_split_and_still_reuse_connections(
+    server: FaultServer, make_engine: Callable[..., Engine]
+) -> None:
+    """A 32-connection pool is four httpx pools of 8 (httpcore's cost grows with its pool); calls one at a time
+    reuse one connection, 32 at once open at most 32, and every call is answered."""
+    engine = make_engine(max_concurrent=32, limit_mode="fixed")
+    http = engine._stack.http
+    assert sorted(http._sizes.values()) == [8, 8, 8, 8]
+    for i in range(5):
+        assert engine.complete(MODEL, user=f"one at a time {i}").outcome is Outcome.OK
+    assert server.stats()["connections"] == 1
+
+    async def burst() -> list[Outcome]:
+        results = await asyncio.gather(*(engine.acomplete(MODEL, user=f"burst {i}") for i in range(96)))
+        return [r.outcome for r in results]
+
+    assert asyncio.run(burst()) == [Outcome.OK] * 96
+    assert 1 < server.stats()["connections"] <= 32
+    assert engine.in_flight == 0

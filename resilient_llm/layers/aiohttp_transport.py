@@ -12,6 +12,7 @@ transports for proxied URLs (``trust_env``), this one only carries direct reques
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,10 +24,10 @@ from aiohttp import http_exceptions
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """Direct HTTP/1.1 requests through one aiohttp session, created on first use on the running loop."""
 
-    def __init__(self, max_connections: int, keepalive_expiry: float = 30.0) -> None:
+    def __init__(self, max_connections: int, ssl_context: ssl.SSLContext, keepalive_expiry: float = 30.0) -> None:
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
-        self._ssl = httpx.create_ssl_context()  # httpx's own trust store; made once here, not in a call
+        self._ssl = ssl_context  # the HTTP layer's, made as httpx makes its own
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:

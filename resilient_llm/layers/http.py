@@ -94,6 +94,7 @@ WIND_DOWN_S = 5.0  # how long a stopped exchange may take to finish its clean-up
 
 
 WIND_DOWN_S = 5.0  # how long a stopped exchange may take to finish its clean-up (normally a few loop steps)
+SHARD_CONNECTIONS = 8  # connections per httpx client at most (see HTTPHandler._shard_sizes)
 
 _TIMEOUT_KINDS: dict[type[httpx.TimeoutException], str] = {
     httpx.ConnectTimeout: "connect_timeout",
@@ -120,20 +121,33 @@ class HTTPHandler:
         self._url = config.base_url + "/chat/completions"
         self._headers = _headers(config)
         self._transport = transport
-        self._client = self._new_client()
-        self._users: dict[httpx.AsyncClient, int] = {self._client: 0}  # exchanges running, per client
+        self._ssl = httpx.create_ssl_context(trust_env=not config.ignore_proxy)  # one for every pool: built once
+        self._sizes = {self._new_client(size): size for size in self._shard_sizes()}  # connections, per client
+        self._clients = list(self._sizes)
+        self._users: dict[httpx.AsyncClient, int] = dict.fromkeys(self._clients, 0)  # exchanges running, per client
         self._closing: set[asyncio.Task[None]] = set()
         self.pool_renewals = 0
 
-    def _new_client(self) -> httpx.AsyncClient:
+    def _shard_sizes(self) -> list[int]:
+        """Pool sizes adding up to ``max_connections``: httpcore rescans its whole pool, polling each idle socket,
+        whenever a request starts or ends, so its CPU per request grows with the pool; pools of at most
+        ``SHARD_CONNECTIONS`` cost a fraction of one big one (``benchmarks/results/lean.md``). aiohttp's pool does not
+        need it, and a transport given by the caller is used as it is."""
         size = self._max_connections
+        if self._transport is not None or self._config.transport != "httpx":
+            return [size]
+        shards = -(-size // SHARD_CONNECTIONS)
+        return [len(range(i, size, shards)) for i in range(shards)]
+
+    def _new_client(self, size: int) -> httpx.AsyncClient:
         transport = self._transport
         if transport is None and self._config.transport == "aiohttp":
             from resilient_llm.layers.aiohttp_transport import AiohttpTransport
 
-            transport = AiohttpTransport(size, keepalive_expiry=30.0)
+            transport = AiohttpTransport(size, self._ssl, keepalive_expiry=30.0)
         return httpx.AsyncClient(
             transport=transport,
+            verify=self._ssl,
             trust_env=not self._config.ignore_proxy,
             limits=httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0),
             follow_redirects=False,
@@ -161,7 +175,8 @@ class HTTPHandler:
         # No request ever waits for a connection (the limit above equals the pool size), so a pool timeout means
         # the pool leaked a connection: it is replaced (see _renew).
         timeout = httpx.Timeout(request.timeout, connect=connect, pool=connect)
-        client = self._client
+        # The pool with the most free connections (the first while calls are few, so connections are reused).
+        client = max(self._clients, key=lambda c: self._sizes[c] - self._users[c])
         self._users[client] += 1
         try:
             with stop:
@@ -190,15 +205,17 @@ class HTTPHandler:
 
     def _renew(self, client: httpx.AsyncClient) -> None:
         """Self-healing: a leaked pool is replaced by a fresh client; the old one closes when its last exchange ends."""
-        if client is not self._client or self._transport is not None:  # already renewed, or not ours to renew
+        if client not in self._clients or self._transport is not None:  # already renewed, or not ours to renew
             return
-        self._client = self._new_client()
-        self._users[self._client] = 0
+        size = self._sizes.pop(client)
+        fresh = self._new_client(size)
+        self._clients[self._clients.index(client)] = fresh
+        self._sizes[fresh], self._users[fresh] = size, 0
         self.pool_renewals += 1
 
     def _release(self, client: httpx.AsyncClient) -> None:
         self._users[client] -= 1
-        if client is not self._client and self._users[client] == 0:
+        if client not in self._clients and self._users[client] == 0:
             del self._users[client]
             closing = asyncio.ensure_future(client.aclose())
             self._closing.add(closing)
@@ -207,7 +224,7 @@ class HTTPHandler:
     async def get_json(self, path: str) -> tuple[int, Any]:
         """GET ``{base}{path}`` with our headers (for ``doctor``): the status and the JSON body (None if not JSON)."""
         try:
-            response = await self._client.get(self._config.base_url + path, headers=self._headers, timeout=10.0)
+            response = await self._clients[0].get(self._config.base_url + path, headers=self._headers, timeout=10.0)
         except httpx.HTTPError as exc:
             raise _convert(exc) from exc
         try:
