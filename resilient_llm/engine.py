@@ -11,20 +11,18 @@ import concurrent.futures
 import contextlib
 import os
 import threading
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Unpack
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Unpack
 
-from resilient_llm import redact, runtime
+from resilient_llm import hop, redact, runtime
 from resilient_llm.config import Config
-from resilient_llm.errors import ConfigError
 from resilient_llm.logs import LogSink, make_logger
 from resilient_llm.prometheus import exporter
 from resilient_llm.protocol import build_messages, check_sendable, extra_fields
 from resilient_llm.recorder import Gauges, Metrics
 from resilient_llm.stack import Stack, build_stack
 from resilient_llm.types import ChatOptions, ChatRequest, ChatResult, Message
-from resilient_llm.validation import SECONDS, Check, int_in
+from resilient_llm.validation import SECONDS, check_option, int_in
 
 if TYPE_CHECKING:
     import random
@@ -45,6 +43,7 @@ class Engine:
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        _refuse_at_exit()
         self.config = config
         self._pid = os.getpid()
         self._closed = False
@@ -84,8 +83,8 @@ class Engine:
         self, model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
     ) -> ChatRequest:
         """Validate the arguments and build the request; ConfigError names what is wrong."""
-        timeout = _option("timeout", options.get("timeout"), SECONDS)
-        num_retries = _option("num_retries", options.get("num_retries"), int_in(0, 100))
+        timeout = check_option("timeout", options.get("timeout"), SECONDS)
+        num_retries = check_option("num_retries", options.get("num_retries"), int_in(0, 100))
         request = ChatRequest(
             model=self.model_name(model),
             messages=build_messages(messages, options.get("system"), options.get("user")),
@@ -115,19 +114,10 @@ class Engine:
 
     def submit(self, request: ChatRequest) -> concurrent.futures.Future[ChatResult]:
         """Start the call on the engine loop; the future resolves exactly once."""
-        self._check_open()
+        self._check_usable()
         return asyncio.run_coroutine_threadsafe(self._stack.top.handle(request), self._loop)
 
-    def _answer_now(self, request: ChatRequest) -> ChatResult | None:
-        """A cache hit answered in the caller's thread when the store can read there (disk), without the hop."""
-        cache = self._stack.cache
-        if cache is None:
-            return None
-        started = time.perf_counter()
-        hit = cache.answer_now(request)
-        return None if hit is None else self._stack.top.answered_now(request, hit, started)
-
-    def _check_open(self) -> None:
+    def _check_usable(self) -> None:
         if self._closed:
             raise RuntimeError("this resilient_llm engine is closed")
         if os.getpid() != self._pid:
@@ -140,33 +130,16 @@ class Engine:
         if threading.current_thread() is self._thread:
             raise RuntimeError("complete() would deadlock on the engine thread; use acomplete()")
         request = self.request(model, messages, **options)
-        self._check_open()
-        hit = self._answer_now(request)
-        if hit is not None:
-            return hit
-        future = self.submit(request)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # e.g. KeyboardInterrupt: do not leave the call running
-            raise
+        self._check_usable()
+        return hop.answer_now(self._stack, request) or hop.wait(self.submit(request))  # a disk cache hit: no hop
 
     async def acomplete(
         self, model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
     ) -> ChatResult:
         """Awaitable call, from any event loop; cancelling it cancels the call on the engine."""
         request = self.request(model, messages, **options)
-        self._check_open()
-        hit = self._answer_now(request)
-        if hit is not None:
-            return hit
-        call = _Call(self._stack.top.handle, request, asyncio.get_running_loop())
-        self._loop.call_soon_threadsafe(call.start)
-        try:
-            return await call.answer
-        except asyncio.CancelledError:
-            self._loop.call_soon_threadsafe(call.cancel)
-            raise
+        self._check_usable()
+        return hop.answer_now(self._stack, request) or await hop.call(self._loop, self._stack.top.handle, request)
 
     @property
     def outcomes(self) -> Mapping[str, int]:
@@ -187,6 +160,11 @@ class Engine:
     def breaker_trips(self) -> int:
         """How often the OpenRouter route's breaker has opened."""
         return self._stack.breaker.status.trips
+
+    @property
+    def log_lines_dropped(self) -> int:
+        """Log lines lost because the destination was stalled or failing (calls are never held up by logging)."""
+        return self._sink.dropped
 
     @property
     def in_flight(self) -> int:
@@ -241,58 +219,9 @@ class Engine:
         self.close()
 
 
-class _Call:
-    """One awaited call on its way to the engine loop and back: a task there, one future in the caller's loop.
-
-    Lighter than ``run_coroutine_threadsafe`` + ``wrap_future`` (no concurrent future, no lock, no chained callbacks):
-    a call queued behind the limit holds only this, its task and its coroutines.
-    """
-
-    __slots__ = ("answer", "caller", "handle", "request", "task")
-
-    def __init__(self, handle: Callable[[ChatRequest], Awaitable[ChatResult]], request: ChatRequest, caller: Any):
-        self.handle = handle
-        self.request: ChatRequest | None = request
-        self.caller: asyncio.AbstractEventLoop = caller
-        self.answer: asyncio.Future[ChatResult] = caller.create_future()
-        self.task: asyncio.Future[ChatResult] | None = None
-
-    def start(self) -> None:  # on the engine loop
-        request, self.request = self.request, None
-        if request is None:  # cancelled before it started
-            return
-        self.task = asyncio.ensure_future(self.handle(request))
-        self.task.add_done_callback(self._done)
-
-    def cancel(self) -> None:  # on the engine loop
-        self.request = None
-        if self.task is not None:
-            self.task.cancel()
-
-    def _done(self, task: asyncio.Future[ChatResult]) -> None:  # on the engine loop
-        with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits any more
-            self.caller.call_soon_threadsafe(self._deliver, task)
-
-    def _deliver(self, task: asyncio.Future[ChatResult]) -> None:  # on the caller's loop
-        if self.answer.done():
-            if not task.cancelled():
-                task.exception()  # retrieved: the caller gave up on it
-        elif task.cancelled():
-            self.answer.cancel()
-        elif (error := task.exception()) is not None:
-            self.answer.set_exception(error)
-        else:
-            self.answer.set_result(task.result())
-
-
-def _option(name: str, value: Any, check: Check[Any]) -> Any:
-    if value is not None and not check.valid(value):
-        raise ConfigError(f"{name}={value!r} is not valid: expected {check.accepted}", field=name)
-    return value
-
-
 _default: Engine | None = None
 _default_lock = threading.Lock()
+_exiting = False  # set by our atexit hook (it runs before finalization): from then on no engine is built
 _configured: Config | None = None
 
 
@@ -313,6 +242,7 @@ def default_engine() -> Engine:
     engine = _default
     if engine is not None:
         return engine
+    _refuse_at_exit()
     with _default_lock:
         if _default is None:
             _default = Engine(_configured or Config.from_env())
@@ -355,5 +285,16 @@ async def acomplete(
     return await default_engine().acomplete(model, messages, **options)
 
 
+def _refuse_at_exit() -> None:
+    if _exiting:  # a new loop thread may never start at exit, and the call (e.g. from a __del__) would wait forever
+        raise RuntimeError("resilient_llm: the interpreter is exiting; no engine can start now")
+
+
+def _at_exit() -> None:
+    global _exiting
+    _exiting = True
+    shutdown()
+
+
 os.register_at_fork(after_in_child=_forget_in_child)
-atexit.register(shutdown)
+atexit.register(_at_exit)

@@ -1,10 +1,12 @@
 """The way from a caller's thread to the engine's loop and back, kept light: a queued call holds little, and a cache
-hit that the store can read in the caller's thread (disk) makes no hop at all.
+hit that the store can read in the caller's thread (disk) makes no hop at all. (A result is always truthy, so the
+engine's front doors read ``answer_now(...) or <the hop>``.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +22,15 @@ def answer_now(stack: Stack, request: ChatRequest) -> ChatResult | None:
     started = time.perf_counter()
     hit = stack.cache.answer_now(request)
     return None if hit is None else stack.top.answered_now(request, hit, started)
+
+
+def wait(future: concurrent.futures.Future[ChatResult]) -> ChatResult:
+    """The blocking caller's wait; interrupted (e.g. KeyboardInterrupt), it does not leave the call running."""
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()
+        raise
 
 
 async def call(

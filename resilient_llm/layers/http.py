@@ -92,8 +92,6 @@ class HTTPConfig(Validated):
 
 WIND_DOWN_S = 5.0  # how long a stopped exchange may take to finish its clean-up (normally a few loop steps)
 
-
-WIND_DOWN_S = 5.0  # how long a stopped exchange may take to finish its clean-up (normally a few loop steps)
 SHARD_CONNECTIONS = 8  # connections per httpx client at most (see HTTPHandler._shard_sizes)
 
 _TIMEOUT_KINDS: dict[type[httpx.TimeoutException], str] = {
