@@ -61,7 +61,7 @@ def overhead(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "resilient_llm (asyncio loop)": {"loop": "asyncio"},
         "resilient_llm (aiohttp transport)": {"transport": "aiohttp"},
     }
-    names = ["httpx", *variants]
+    names = ["httpx", *(name for name in variants if args.clients == "all" or name in args.clients.split(","))]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     with RemoteFaultServer("clean", latency_s=args.latency) as server:
         for repeat in range(args.repeats):
@@ -322,6 +322,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--queued", type=int, default=10_000)
     parser.add_argument("--parts", default="overhead,queued,cache_hit,json")
+    parser.add_argument("--clients", default="all", help="overhead: which resilient_llm variants beside bare httpx")
     parser.add_argument("--tag", default="", help="results go to lean<tag>.json / .md")
     args = parser.parse_args()
     parts = args.parts.split(",")
