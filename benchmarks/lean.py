@@ -60,6 +60,7 @@ def overhead(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "resilient_llm": {},
         "resilient_llm (asyncio loop)": {"loop": "asyncio"},
         "resilient_llm (aiohttp transport)": {"transport": "aiohttp"},
+        "resilient_llm (aiohttp transport + asyncio loop)": {"transport": "aiohttp", "loop": "asyncio"},
     }
     names = ["httpx", *(name for name in variants if args.clients == "all" or name in args.clients.split(","))]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
