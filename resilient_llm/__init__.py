@@ -24,6 +24,7 @@ from resilient_llm.layers.litellm_route import LiteLLMRouteConfig
 from resilient_llm.layers.retry import RetryConfig
 from resilient_llm.logs import LogConfig
 from resilient_llm.prometheus import MetricsConfig
+from resilient_llm.runtime import RuntimeConfig
 from resilient_llm.types import ChatOptions, ChatRequest, ChatResult, Outcome, Usage
 from resilient_llm.validation import Secret
 
@@ -54,6 +55,7 @@ __all__ = [
     "ProviderTimeout",
     "ResilientLLMError",
     "RetryConfig",
+    "RuntimeConfig",
     "Secret",
     "Usage",
     "acomplete",

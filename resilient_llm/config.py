@@ -29,6 +29,7 @@ from resilient_llm.logs import LogConfig
 from resilient_llm.models import model_name, openrouter_name
 from resilient_llm.prometheus import MetricsConfig
 from resilient_llm.redact import url_secrets
+from resilient_llm.runtime import RuntimeConfig
 from resilient_llm.validation import Check, Secret, Validated, redact_url
 
 PREFIX = "RESILIENT_LLM_"
@@ -48,6 +49,7 @@ class Config:
     litellm: LiteLLMRouteConfig = dataclasses.field(default_factory=LiteLLMRouteConfig)
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -124,6 +126,7 @@ SECTIONS: tuple[tuple[str, type[Validated]], ...] = (
     ("litellm", LiteLLMRouteConfig),
     ("log", LogConfig),
     ("metrics", MetricsConfig),
+    ("runtime", RuntimeConfig),
 )
 
 ENVIRONMENT: tuple[Variable, ...] = (
@@ -134,6 +137,7 @@ ENVIRONMENT: tuple[Variable, ...] = (
     Variable(PREFIX + "IGNORE_PROXY", "http", "ignore_proxy"),
     Variable(PREFIX + "HTTP_REFERER", "http", "http_referer"),
     Variable(PREFIX + "APP_TITLE", "http", "app_title"),
+    Variable(PREFIX + "HTTP_TRANSPORT", "http", "transport"),
     Variable(PREFIX + "NUM_RETRIES", "retry", "num_retries"),
     Variable(PREFIX + "DEADLINE", "retry", "deadline"),
     Variable(PREFIX + "BACKOFF_BASE", "retry", "backoff_base"),
@@ -173,6 +177,7 @@ ENVIRONMENT: tuple[Variable, ...] = (
     Variable(PREFIX + "LOG_PROMPTS", "log", "prompts"),
     Variable(PREFIX + "METRICS_PORT", "metrics", "port"),
     Variable(PREFIX + "METRICS_HOST", "metrics", "host"),
+    Variable(PREFIX + "LOOP", "runtime", "loop"),
 )
 
 

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Unpack
 
-from resilient_llm import redact
+from resilient_llm import hop, redact, runtime
 from resilient_llm.config import Config
 from resilient_llm.logs import LogSink, make_logger
 from resilient_llm.prometheus import exporter
@@ -53,7 +53,7 @@ class Engine:
         self._exporter = exporter(config.metrics, self._metrics)  # ConfigError without prometheus-client
         self._sink = LogSink(config.log.file)
         self.log = make_logger(config.log, self._sink)
-        self._loop = asyncio.new_event_loop()
+        self._loop, loop_kind = runtime.new_loop(config.runtime)  # uvloop when installed: only this thread's loop
         self._thread = threading.Thread(target=self._loop.run_forever, name="resilient-llm-engine", daemon=True)
         self._thread.start()
 
@@ -73,6 +73,7 @@ class Engine:
             "engine_started",
             message="Using direct OpenRouter API calls instead of litellm",
             pid=self._pid,
+            **runtime.describe(loop_kind, config.http.transport),
             **config.describe(),
         )
         if self._exporter is not None:
@@ -113,11 +114,14 @@ class Engine:
 
     def submit(self, request: ChatRequest) -> concurrent.futures.Future[ChatResult]:
         """Start the call on the engine loop; the future resolves exactly once."""
+        self._check_usable()
+        return asyncio.run_coroutine_threadsafe(self._stack.top.handle(request), self._loop)
+
+    def _check_usable(self) -> None:
         if self._closed:
             raise RuntimeError("this resilient_llm engine is closed")
         if os.getpid() != self._pid:
             raise RuntimeError("this engine belongs to the parent process; use resilient_llm.complete() in a child")
-        return asyncio.run_coroutine_threadsafe(self._stack.top.handle(request), self._loop)
 
     def complete(
         self, model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
@@ -125,18 +129,17 @@ class Engine:
         """Blocking call, from any thread (not from the engine's own)."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("complete() would deadlock on the engine thread; use acomplete()")
-        future = self.submit(self.request(model, messages, **options))
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # e.g. KeyboardInterrupt: do not leave the call running
-            raise
+        request = self.request(model, messages, **options)
+        self._check_usable()
+        return hop.answer_now(self._stack, request) or hop.wait(self.submit(request))  # a disk cache hit: no hop
 
     async def acomplete(
         self, model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
     ) -> ChatResult:
         """Awaitable call, from any event loop; cancelling it cancels the call on the engine."""
-        return await asyncio.wrap_future(self.submit(self.request(model, messages, **options)))
+        request = self.request(model, messages, **options)
+        self._check_usable()
+        return hop.answer_now(self._stack, request) or await hop.call(self._loop, self._stack.top.handle, request)
 
     @property
     def outcomes(self) -> Mapping[str, int]:

@@ -23,6 +23,7 @@ import structlog
 
 from resilient_llm.errors import ConfigError
 from resilient_llm.redact import log_processor
+from resilient_llm.runtime import log_line
 from resilient_llm.validation import BOOL, TEXT, Validated, choice, setting
 
 CALL_EVENT = "llm_call"
@@ -217,7 +218,7 @@ atexit.register(flush, 2.0)  # the writer threads are daemons: what they hold is
 def make_logger(config: LogConfig, sink: LogSink) -> Any:
     """A bound logger that renders to ``sink`` in the configured format and level."""
     renderer: Any = (
-        structlog.processors.JSONRenderer(sort_keys=False)
+        structlog.processors.JSONRenderer(serializer=log_line, sort_keys=False)
         if config.format == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import email.utils
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from resilient_llm.errors import ConfigError, ErrorResponse, MalformedResponse
+from resilient_llm.runtime import loads
 from resilient_llm.types import ChatRequest, ChatResult, Message, Outcome, Usage
 
 SAMPLING_FIELDS = ("temperature", "max_tokens", "top_p", "frequency_penalty", "presence_penalty")
@@ -95,7 +95,7 @@ def parse_response(status: int, headers: Mapping[str, str], content: bytes, requ
     """Turn one HTTP response into a result, or raise the ProviderError that describes it."""
     retry_after = parse_retry_after(headers)
     try:
-        payload: Any = json.loads(content)
+        payload: Any = loads(content)
     except (ValueError, UnicodeDecodeError) as exc:
         if status >= 400:
             raise ErrorResponse(

@@ -9,7 +9,7 @@ fi
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev,bench,litellm,redis]'
+  .venv/bin/python -m pip install --quiet -e '.[dev,bench,litellm,redis,fast]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

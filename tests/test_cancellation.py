@@ -73,7 +73,7 @@ def test_a_leaked_pool_is_replaced(server: FaultServer, make_engine: Callable[..
     engine = make_engine(max_concurrent=1, connect_timeout=0.5)
     assert engine.complete(MODEL, user="warm").outcome is Outcome.OK
     http = engine._stack.http
-    pool = http._client._transport._pool  # type: ignore[attr-defined]
+    pool = http._clients[0]._transport._pool  # type: ignore[attr-defined]
     pool._connections.append(pool.create_connection(httpcore.Origin(b"http", b"127.0.0.1", server.port)))
 
     started = time.monotonic()

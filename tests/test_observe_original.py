@@ -154,12 +154,12 @@ def test_stderr_destination_and_prompts_opt_in(
     run_utils.run_litellm(MODEL, "the secret rubric", "sys")
     logs.flush()  # lines are written by a background thread
     err = capfd.readouterr().err
-    assert '"event": "llm_call"' in err
+    assert '"event":"llm_call"' in err
     assert "the secret rubric" not in err
     monkeypatch.setenv("RESILIENT_LLM_LOG_PROMPTS", "true")
     run_utils.run_litellm(MODEL, "the secret rubric", "sys")
     logs.flush()
-    assert '"content": "the secret rubric"' in capfd.readouterr().err
+    assert '"content":"the secret rubric"' in capfd.readouterr().err
 
 
 @pytest.mark.usefixtures("original_env")

@@ -11,6 +11,7 @@ import collections
 import dataclasses
 import enum
 import os
+import threading
 import time
 from typing import Any
 
@@ -80,6 +81,30 @@ class CacheHandler:
         self._paused_until = 0.0
         kinds = ("hit", "miss", "shared", "replay_miss", "store_fault", "dropped")
         self.counters = collections.Counter(dict.fromkeys(kinds, 0))
+        self._hits = threading.Lock()  # hits are counted on callers' threads too (answer_now)
+
+    def answer_now(self, request: ChatRequest) -> ChatResult | None:
+        """A hit read in the calling thread when the store can (disk), without the hop to the engine's loop; None for
+        anything else (a miss, a bad entry, a fault, a paused store, a store that cannot), which the engine's path then
+        handles as it always does."""
+        read_now = getattr(self._store, "get_now", None)
+        if read_now is None or self._mode not in (CacheMode.READ_WRITE, CacheMode.REPLAY):
+            return None
+        if self._mode is not CacheMode.REPLAY and not is_cacheable(request, cache_sampled=self._cache_sampled):
+            return None
+        if time.monotonic() < self._paused_until:
+            return None
+        key = cache_key(request, self._base_url)
+        try:
+            raw = read_now(key)
+            hit = None if raw is None else decode_answer(raw, f"cache:{self._store.name}")
+        except Exception:
+            return None
+        if hit is None:
+            return None
+        with self._hits:
+            self.counters["hit"] += 1
+        return dataclasses.replace(hit, cache="hit", cache_key=key)
 
     async def handle(self, request: ChatRequest) -> ChatResult:
         # replay looks every call up (a sampled recording replays too): nothing in replay reaches the network
@@ -89,7 +114,8 @@ class CacheHandler:
         if self._mode in (CacheMode.READ_WRITE, CacheMode.REPLAY):
             hit = await self._read(key)
             if hit is not None:
-                self.counters["hit"] += 1
+                with self._hits:
+                    self.counters["hit"] += 1
                 return dataclasses.replace(hit, cache="hit", cache_key=key)
         if self._mode is CacheMode.REPLAY:
             self.counters["replay_miss"] += 1

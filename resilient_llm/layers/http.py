@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -12,11 +13,23 @@ from typing import Any
 import anyio
 import httpx
 
-from resilient_llm.errors import ConnectionFailed, ProviderError, ProviderTimeout
+from resilient_llm.errors import ConfigError, ConnectionFailed, ProviderError, ProviderTimeout
 from resilient_llm.layers.body import ACCEPT_ENCODING, MAX_BODY_BYTES, read_body
 from resilient_llm.protocol import parse_response, request_body
+from resilient_llm.runtime import dumps
 from resilient_llm.types import DEFAULT_TIMEOUT_S, ChatRequest, ChatResult
-from resilient_llm.validation import BOOL, HTTP_URL, SECONDS, Check, Secret, Validated, header_text, redact_url, setting
+from resilient_llm.validation import (
+    BOOL,
+    HTTP_URL,
+    SECONDS,
+    Check,
+    Secret,
+    Validated,
+    choice,
+    header_text,
+    redact_url,
+    setting,
+)
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 API_KEY: Check[Secret] = Check(
@@ -49,12 +62,18 @@ class HTTPConfig(Validated):
     ignore_proxy: bool = setting(False, BOOL)
     http_referer: str | None = setting(None, header_text("a URL"), optional=True)
     app_title: str | None = setting(None, header_text("a title"), optional=True)
+    transport: str = setting("httpx", choice(("httpx", "aiohttp"), joiner=" or "))  # aiohttp: the fast extra's
 
     def __post_init__(self) -> None:
         if isinstance(self.api_key, str):
             object.__setattr__(self, "api_key", Secret(self.api_key))
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         super().__post_init__()
+        if self.transport == "aiohttp" and importlib.util.find_spec("aiohttp") is None:
+            raise ConfigError(
+                "transport='aiohttp' but aiohttp is not installed: pip install 'resilient-llm[fast]', or use httpx",
+                field="transport",
+            )
 
     @property
     def targets_openrouter(self) -> bool:
@@ -72,6 +91,8 @@ class HTTPConfig(Validated):
 
 
 WIND_DOWN_S = 5.0  # how long a stopped exchange may take to finish its clean-up (normally a few loop steps)
+
+SHARD_CONNECTIONS = 8  # connections per httpx client at most (see HTTPHandler._shard_sizes)
 
 _TIMEOUT_KINDS: dict[type[httpx.TimeoutException], str] = {
     httpx.ConnectTimeout: "connect_timeout",
@@ -98,15 +119,33 @@ class HTTPHandler:
         self._url = config.base_url + "/chat/completions"
         self._headers = _headers(config)
         self._transport = transport
-        self._client = self._new_client()
-        self._users: dict[httpx.AsyncClient, int] = {self._client: 0}  # exchanges running, per client
+        self._ssl = httpx.create_ssl_context(trust_env=not config.ignore_proxy)  # one for every pool: built once
+        self._sizes = {self._new_client(size): size for size in self._shard_sizes()}  # connections, per client
+        self._clients = list(self._sizes)
+        self._users: dict[httpx.AsyncClient, int] = dict.fromkeys(self._clients, 0)  # exchanges running, per client
         self._closing: set[asyncio.Task[None]] = set()
         self.pool_renewals = 0
 
-    def _new_client(self) -> httpx.AsyncClient:
+    def _shard_sizes(self) -> list[int]:
+        """Pool sizes adding up to ``max_connections``: httpcore rescans its whole pool, polling each idle socket,
+        whenever a request starts or ends, so its CPU per request grows with the pool; pools of at most
+        ``SHARD_CONNECTIONS`` cost a fraction of one big one (``benchmarks/results/lean.md``). aiohttp's pool does not
+        need it, and a transport given by the caller is used as it is."""
         size = self._max_connections
+        if self._transport is not None or self._config.transport != "httpx":
+            return [size]
+        shards = -(-size // SHARD_CONNECTIONS)
+        return [len(range(i, size, shards)) for i in range(shards)]
+
+    def _new_client(self, size: int) -> httpx.AsyncClient:
+        transport = self._transport
+        if transport is None and self._config.transport == "aiohttp":
+            from resilient_llm.layers.aiohttp_transport import AiohttpTransport
+
+            transport = AiohttpTransport(size, self._ssl, keepalive_expiry=30.0)
         return httpx.AsyncClient(
-            transport=self._transport,
+            transport=transport,
+            verify=self._ssl,
             trust_env=not self._config.ignore_proxy,
             limits=httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0),
             follow_redirects=False,
@@ -134,16 +173,17 @@ class HTTPHandler:
         # No request ever waits for a connection (the limit above equals the pool size), so a pool timeout means
         # the pool leaked a connection: it is replaced (see _renew).
         timeout = httpx.Timeout(request.timeout, connect=connect, pool=connect)
-        client = self._client
+        # The pool with the most free connections (the first while calls are few, so connections are reused).
+        client = max(self._clients, key=lambda c: self._sizes[c] - self._users[c])
         self._users[client] += 1
         try:
             with stop:
                 try:
                     # httpx times each read; the whole exchange (a server trickling bytes) is bounded here.
                     with anyio.fail_after(request.timeout):
-                        body = request_body(request)
+                        body = dumps(request_body(request))
                         async with client.stream(
-                            "POST", self._url, json=body, headers=self._headers, timeout=timeout
+                            "POST", self._url, content=body, headers=self._headers, timeout=timeout
                         ) as response:
                             status, headers = response.status_code, response.headers
                             content = await read_body(response.aiter_raw(), status, headers, self._max_body)
@@ -163,15 +203,17 @@ class HTTPHandler:
 
     def _renew(self, client: httpx.AsyncClient) -> None:
         """Self-healing: a leaked pool is replaced by a fresh client; the old one closes when its last exchange ends."""
-        if client is not self._client or self._transport is not None:  # already renewed, or not ours to renew
+        if client not in self._clients or self._transport is not None:  # already renewed, or not ours to renew
             return
-        self._client = self._new_client()
-        self._users[self._client] = 0
+        size = self._sizes.pop(client)
+        fresh = self._new_client(size)
+        self._clients[self._clients.index(client)] = fresh
+        self._sizes[fresh], self._users[fresh] = size, 0
         self.pool_renewals += 1
 
     def _release(self, client: httpx.AsyncClient) -> None:
         self._users[client] -= 1
-        if client is not self._client and self._users[client] == 0:
+        if client not in self._clients and self._users[client] == 0:
             del self._users[client]
             closing = asyncio.ensure_future(client.aclose())
             self._closing.add(closing)
@@ -180,7 +222,7 @@ class HTTPHandler:
     async def get_json(self, path: str) -> tuple[int, Any]:
         """GET ``{base}{path}`` with our headers (for ``doctor``): the status and the JSON body (None if not JSON)."""
         try:
-            response = await self._client.get(self._config.base_url + path, headers=self._headers, timeout=10.0)
+            response = await self._clients[0].get(self._config.base_url + path, headers=self._headers, timeout=10.0)
         except httpx.HTTPError as exc:
             raise _convert(exc) from exc
         try:

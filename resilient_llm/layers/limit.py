@@ -48,6 +48,15 @@ class LimitConfig(Validated):
         return concurrency.LimitPolicy(initial=min(self.initial, self.ceiling), max_limit=self.ceiling)
 
 
+class _QueueTimeout(Exception):
+    """A queued attempt's wait for a slot ran out."""
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_QueueTimeout())
+
+
 class LimitHandler:
     """At most ``limit`` attempts run at once, fewer while the gate is shut; the rest wait in FIFO order."""
 
@@ -110,18 +119,23 @@ class LimitHandler:
         if not self._waiters and self.in_flight < self.limit and not self._gate_shut():
             self.in_flight += 1
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
+        # A timer instead of wait_for(shield(...)): a queued attempt holds one future and one timer handle, no more.
+        timer = loop.call_later(timeout, _expire, waiter)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            await waiter
         except BaseException as exc:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self._release()  # the slot was handed over as we gave up: pass it on
             else:
                 waiter.cancel()
-            if isinstance(exc, TimeoutError):
+            if isinstance(exc, _QueueTimeout):
                 raise ProviderTimeout(f"no slot free within {timeout:g} s", kind="queue_timeout") from None
             raise
+        finally:
+            timer.cancel()
 
     def _release(self) -> None:
         self.in_flight -= 1
@@ -145,9 +159,17 @@ class LimitHandler:
         self._gate_until = until
         if self._gate_timer is not None:
             self._gate_timer.cancel()
-        self._gate_timer = asyncio.get_running_loop().call_later(seconds, self._wake)
+        self._gate_timer = asyncio.get_running_loop().call_later(seconds, self._gate_opens)
         if self._shared is not None:
             self._shared.shut_gate(seconds)
+
+    def _gate_opens(self) -> None:
+        left = self._gate_until - time.monotonic()
+        if left > 0:  # the timer fired a little early (uvloop's clock counts milliseconds): wait out the rest
+            self._gate_timer = asyncio.get_running_loop().call_later(left, self._gate_opens)
+            return
+        self._gate_timer = None
+        self._wake()
 
     def _learn(self, error: BaseException | None, started: float, in_flight: int, tokens: int | None, gen: int) -> None:
         if isinstance(error, ErrorResponse) and is_backpressure(error) and error.retry_after:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import threading
 import time
 from typing import Any
 
@@ -26,13 +27,12 @@ class ObserveHandler:
         self._log_prompts = log_prompts
         self.metrics = metrics or Metrics()
         self.outcomes = collections.Counter({str(outcome): 0 for outcome in Outcome} | {"cancelled": 0})
+        self._counting = threading.Lock()
 
     async def handle(self, request: ChatRequest) -> ChatResult:
         started = time.perf_counter()
         ledger = open_ledger()
-        fields: dict[str, Any] = {"call_id": request.call_id, "model": request.model}
-        if self._log_prompts:
-            fields["messages"] = [dict(m) for m in request.messages]
+        fields = self._fields(request)
         try:
             result = await self._inner.handle(request)
         except asyncio.CancelledError:
@@ -53,6 +53,21 @@ class ObserveHandler:
         except BaseException as exc:  # a bug below us: still exactly one line, then the caller sees it
             self._emit(Outcome.ERROR, started, fields, error=f"{type(exc).__name__}: {exc}")
             raise
+        return self._answered(result, started, fields, ledger.waited_s, ledger.limit)
+
+    def answered_now(self, request: ChatRequest, result: ChatResult, started: float) -> ChatResult:
+        """Log and count a call answered outside the engine's loop (a cache hit read in the caller's thread)."""
+        return self._answered(result, started, self._fields(request), 0.0, None)
+
+    def _fields(self, request: ChatRequest) -> dict[str, Any]:
+        fields: dict[str, Any] = {"call_id": request.call_id, "model": request.model}
+        if self._log_prompts:
+            fields["messages"] = [dict(m) for m in request.messages]
+        return fields
+
+    def _answered(
+        self, result: ChatResult, started: float, fields: dict[str, Any], waited_s: float, limit: int | None
+    ) -> ChatResult:
         result = dataclasses.replace(result, latency_s=time.perf_counter() - started)
         self._emit(
             result.outcome,
@@ -68,13 +83,14 @@ class ObserveHandler:
             response_id=result.response_id,
             cache=result.cache,
             cache_key=result.cache_key[:19] if result.cache_key else None,
-            waited_s=round(ledger.waited_s, 3),
-            limit=ledger.limit,
+            waited_s=round(waited_s, 3),
+            limit=limit,
         )
         return result
 
     def _emit(self, outcome: str, started: float, fields: dict[str, Any], **more: Any) -> None:
-        self.outcomes[str(outcome)] += 1
+        with self._counting:  # calls end on the engine's thread, and cache hits on callers' threads
+            self.outcomes[str(outcome)] += 1
         latency_s = time.perf_counter() - started
         self.metrics.record(str(outcome), latency_s, fields["model"], more)
         latency_ms = round(latency_s * 1000.0, 3)

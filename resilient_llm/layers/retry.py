@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from tenacity.stop import stop_base
 
 from resilient_llm.errors import CallFailed, FailedAttempt, ProviderError, is_backpressure, is_retryable
@@ -44,6 +44,17 @@ class _StopAfterFailures(stop_base):
         current = 0 if error is not None and is_backpressure(error) else 1
         counted = sum(1 for f in self._history if not f.backpressure) + current
         return counted >= self._failures or state.attempt_number >= MAX_ATTEMPTS
+
+
+class _StopBeforeDeadline(stop_base):
+    """Stop when the next wait would end at or after the call's deadline (tenacity's stop_before_delay, measured from
+    the call's start rather than from tenacity's, which begins after the happy path's attempt)."""
+
+    def __init__(self, deadline: float) -> None:
+        self._deadline = deadline
+
+    def __call__(self, state: RetryCallState) -> bool:
+        return time.monotonic() + (state.upcoming_sleep or 0.0) >= self._deadline
 
 
 class RetryHandler:
@@ -88,21 +99,38 @@ class RetryHandler:
 
     async def handle(self, request: ChatRequest) -> ChatResult:
         deadline = time.monotonic() + self._config.deadline
+        # Happy path first: most calls succeed at once, and need none of tenacity's bookkeeping (objects per call,
+        # which a call queued behind the limit would hold too). Its first failure is replayed into tenacity below.
+        try:
+            result = await self._attempt(request, deadline)
+        except ProviderError as exc:
+            return await self._retrying(request, deadline, exc)
+        return dataclasses.replace(result, attempts=1, failures=())
+
+    async def _attempt(self, request: ChatRequest, deadline: float) -> ChatResult:
+        # Each attempt gets what is left of the deadline, so the last one cannot overrun it.
+        remaining = max(0.001, deadline - time.monotonic())
+        bounded = dataclasses.replace(request, timeout=min(request.timeout, remaining), deadline=deadline)
+        return await self._inner.handle(bounded)
+
+    async def _retrying(self, request: ChatRequest, deadline: float, first: ProviderError) -> ChatResult:
         failures: list[FailedAttempt] = []
+        pending: ProviderError | None = first
 
         def record(state: RetryCallState) -> None:
             if state.outcome is not None and (error := state.outcome.exception()) is not None:
                 failures.append(FailedAttempt.of(error, wait_s=state.upcoming_sleep))
 
         async def attempt() -> ChatResult:
-            # Each attempt gets what is left of the deadline, so the last one cannot overrun it.
-            remaining = max(0.001, deadline - time.monotonic())
-            bounded = dataclasses.replace(request, timeout=min(request.timeout, remaining), deadline=deadline)
-            return await self._inner.handle(bounded)
+            nonlocal pending
+            if pending is not None:  # the happy path's failure: tenacity's first attempt
+                error, pending = pending, None
+                raise error
+            return await self._attempt(request, deadline)
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_retryable),
-            stop=_StopAfterFailures(1 + request.num_retries, failures) | stop_before_delay(self._config.deadline),
+            stop=_StopAfterFailures(1 + request.num_retries, failures) | _StopBeforeDeadline(deadline),
             wait=self._wait,
             before_sleep=record,
             sleep=self._sleep,

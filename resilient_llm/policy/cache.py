@@ -9,6 +9,7 @@ from typing import Any
 
 from resilient_llm.errors import MalformedResponse
 from resilient_llm.protocol import request_body
+from resilient_llm.runtime import dumps, loads
 from resilient_llm.types import ChatRequest, ChatResult, Outcome, Usage
 
 KEY_VERSION = "v1"  # bump when the key's inputs or the stored shape change: old entries are then never read
@@ -35,21 +36,20 @@ def is_cacheable(request: ChatRequest, *, cache_sampled: bool) -> bool:
 def encode_answer(result: ChatResult) -> bytes:
     """JSON bytes of a real answer (never a pickle: a writable pickle cache runs anyone's code)."""
     usage = result.usage
-    return json.dumps(
+    return dumps(
         {
             "text": result.text,
             "model": result.model,
             "response_id": result.response_id,
             "usage": [usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cost],
-        },
-        separators=(",", ":"),
-    ).encode()
+        }
+    )
 
 
 def decode_answer(raw: bytes, route: str) -> ChatResult:
     """The cached answer as a ``cached`` result; anything of another shape is a MalformedResponse (dropped)."""
     try:
-        data: Any = json.loads(raw)
+        data: Any = loads(raw)
         prompt, completion, total, cost = data["usage"]
         text, model, response_id = data["text"], data["model"], data.get("response_id")
         if not isinstance(text, str) or not text or not isinstance(model, str):

@@ -27,6 +27,12 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
         return super().get(key, raw)
 
 
+def _checked(value: Any) -> bytes | None:
+    if value is not None and not isinstance(value, bytes):
+        raise BadEntry(f"cache value of type {type(value).__name__}, expected bytes")
+    return value
+
+
 class DiskStore:
     """diskcache with a size limit (least-recently-stored evicted first) and optional TTL.
 
@@ -67,9 +73,16 @@ class DiskStore:
         except Exception:
             self._failed()
             raise
-        if value is not None and not isinstance(value, bytes):
-            raise BadEntry(f"cache value of type {type(value).__name__}, expected bytes")
-        return value
+        return _checked(value)
+
+    def get_now(self, key: str) -> bytes | None:
+        """A read in the calling thread, for a hit without the hop to the engine's loop (diskcache gives each thread
+        its own SQLite connection; readers never wait for a writer in its WAL mode). Raises LookupError while the
+        store is not open, and whatever the read raises: the engine's own path then reads, and handles faults."""
+        cache = self._cache
+        if cache is None:
+            raise LookupError("the store is opened by the engine's first read")
+        return _checked(cache.get(key, default=None, retry=False))
 
     async def delete(self, key: str) -> None:
         try:
