@@ -33,6 +33,7 @@ from resilient_llm.validation import REDIS_URL, SECONDS, SECONDS_OR_ZERO, Valida
 
 T = TypeVar("T")
 SHARED_STATE_POLL_S = 0.5  # how often a waiter re-reads state another process may have changed
+TRIAL_ELSEWHERE = "half-open elsewhere"  # shared state half-open for another process's trial: wait for its outcome
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class BreakerHandler:
         logger: Any,
         outage_wait: float | None = None,
         claim_trial: Callable[[float], bool] = lambda period_s: True,
+        failed_trials: Callable[[], int] | None = None,
         status: BreakerStatus | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -97,6 +99,8 @@ class BreakerHandler:
         self._config = config
         self._outage_wait = config.outage_wait if outage_wait is None else outage_wait
         self._claim_trial = claim_trial
+        self._shared_failed_trials = failed_trials  # shared state: trials failed in a row, by any process
+        self._holds_trial = False  # this process moved the breaker to half-open: the trial is its to send
         self._route = route
         self._log = logger
         self._rng = rng or random.Random()
@@ -178,9 +182,9 @@ class BreakerHandler:
             current_ledger().waited_s += waited
             if self._outage is not None:
                 self._outage.out_of_budget += 1
-            detail = "trial in progress" if state == pybreaker.STATE_HALF_OPEN else "open"
+            detail = "open" if state == pybreaker.STATE_OPEN else "trial in progress"
             raise BreakerOpen(f"{self._route} circuit {detail} (waited {waited:.1f} s)", kind="breaker_open")
-        pause = min(left, max(0.01, self._until_probe()))
+        pause = SHARED_STATE_POLL_S if state == TRIAL_ELSEWHERE else min(left, max(0.01, self._until_probe()))
         if self._blocking:
             pause = min(pause, SHARED_STATE_POLL_S)
         wakeup = self._wakeup
@@ -195,11 +199,27 @@ class BreakerHandler:
         return function(*args)
 
     def _state_now(self) -> str:
-        """The state, moved from open to half-open once the next trial is due (and, shared, this process claimed it)."""
-        state = str(self._breaker.current_state)
+        """The state, moved from open to half-open once the next trial is due (and, shared, this process claimed it).
+
+        Shared, half-open is another process's trial unless this one claimed it: its calls wait for that trial's
+        outcome instead of each sending one. Only a trial that has not ended within a period (its process died, or
+        its attempt hangs) lets another process claim the next.
+        """
+        # ``state``, not ``current_state``: a change another process made reaches this process's listeners (and
+        # ``status``), or a process that saw the breaker open would hold its attempts back after another closed it.
+        state = str(self._breaker.state.name)
+        if self._shared_failed_trials is not None and state != pybreaker.STATE_CLOSED:
+            self._failed_trials = self._shared_failed_trials()  # the spacing grows with every process's failed trials
         if state == pybreaker.STATE_OPEN and self._until_probe() <= 0 and self._claim_trial(self._probe_period()):
             self._breaker.half_open()
+            self._holds_trial = True
             return pybreaker.STATE_HALF_OPEN
+        if state != pybreaker.STATE_HALF_OPEN:
+            self._holds_trial = False
+        elif not self._holds_trial:
+            if not self._claim_trial(self._probe_period()):
+                return TRIAL_ELSEWHERE
+            self._holds_trial = True
         return state
 
     def _probe_period(self) -> float:
@@ -241,7 +261,7 @@ class BreakerHandler:
             status.opened.set()
             self._jitter = self._rng.random()
             if old == pybreaker.STATE_HALF_OPEN:
-                self._failed_trials += 1
+                self._failed_trials += 1  # shared: the storage counts too, and has the last word (``_state_now``)
                 reason = "trial failed"
             else:
                 reason = f"{self._config.fail_max} consecutive failures"
