@@ -12,18 +12,17 @@ import contextlib
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Unpack
 
 from resilient_llm import redact
 from resilient_llm.config import Config
-from resilient_llm.errors import ConfigError
 from resilient_llm.logs import LogSink, make_logger
 from resilient_llm.prometheus import exporter
 from resilient_llm.protocol import build_messages, check_sendable, extra_fields
 from resilient_llm.recorder import Gauges, Metrics
 from resilient_llm.stack import Stack, build_stack
 from resilient_llm.types import ChatOptions, ChatRequest, ChatResult, Message
-from resilient_llm.validation import SECONDS, Check, int_in
+from resilient_llm.validation import SECONDS, check_option, int_in
 
 if TYPE_CHECKING:
     import random
@@ -44,6 +43,7 @@ class Engine:
         sleep: Sleep | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        _refuse_at_exit()
         self.config = config
         self._pid = os.getpid()
         self._closed = False
@@ -82,8 +82,8 @@ class Engine:
         self, model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
     ) -> ChatRequest:
         """Validate the arguments and build the request; ConfigError names what is wrong."""
-        timeout = _option("timeout", options.get("timeout"), SECONDS)
-        num_retries = _option("num_retries", options.get("num_retries"), int_in(0, 100))
+        timeout = check_option("timeout", options.get("timeout"), SECONDS)
+        num_retries = check_option("num_retries", options.get("num_retries"), int_in(0, 100))
         request = ChatRequest(
             model=self.model_name(model),
             messages=build_messages(messages, options.get("system"), options.get("user")),
@@ -159,6 +159,11 @@ class Engine:
         return self._stack.breaker.status.trips
 
     @property
+    def log_lines_dropped(self) -> int:
+        """Log lines lost because the destination was stalled or failing (calls are never held up by logging)."""
+        return self._sink.dropped
+
+    @property
     def in_flight(self) -> int:
         """Attempts holding a concurrency slot right now."""
         return self._stack.limit.in_flight
@@ -211,14 +216,9 @@ class Engine:
         self.close()
 
 
-def _option(name: str, value: Any, check: Check[Any]) -> Any:
-    if value is not None and not check.valid(value):
-        raise ConfigError(f"{name}={value!r} is not valid: expected {check.accepted}", field=name)
-    return value
-
-
 _default: Engine | None = None
 _default_lock = threading.Lock()
+_exiting = False  # set by our atexit hook (it runs before finalization): from then on no engine is built
 _configured: Config | None = None
 
 
@@ -239,6 +239,7 @@ def default_engine() -> Engine:
     engine = _default
     if engine is not None:
         return engine
+    _refuse_at_exit()
     with _default_lock:
         if _default is None:
             _default = Engine(_configured or Config.from_env())
@@ -281,5 +282,16 @@ async def acomplete(
     return await default_engine().acomplete(model, messages, **options)
 
 
+def _refuse_at_exit() -> None:
+    if _exiting:  # a new loop thread may never start at exit, and the call (e.g. from a __del__) would wait forever
+        raise RuntimeError("resilient_llm: the interpreter is exiting; no engine can start now")
+
+
+def _at_exit() -> None:
+    global _exiting
+    _exiting = True
+    shutdown()
+
+
 os.register_at_fork(after_in_child=_forget_in_child)
-atexit.register(shutdown)
+atexit.register(_at_exit)

@@ -71,10 +71,9 @@ def make_breaker(
     """A breaker for one route; its state (and its trials) shared through Redis when ``config.redis_url`` is set."""
     storage: pybreaker.CircuitBreakerStorage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
     claim_trial: Callable[[float], bool] = lambda period_s: True  # noqa: E731
-    failed_trials: Callable[[], int] | None = None
     if config.redis_url:
         shared = SharedBreakerStorage(config.redis_url, route, endpoint, logger)
-        storage, claim_trial, failed_trials = shared, shared.claim_trial, shared.failed_trials
+        storage, claim_trial = shared, shared.claim_trial
     breaker = pybreaker.CircuitBreaker(
         fail_max=config.fail_max,
         reset_timeout=config.reset_timeout,
@@ -91,7 +90,6 @@ def make_breaker(
         logger=logger,
         outage_wait=outage_wait,
         claim_trial=claim_trial,
-        failed_trials=failed_trials,
         status=status,
     )
 

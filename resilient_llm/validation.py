@@ -163,3 +163,10 @@ def choice(options: tuple[str, ...], *, joiner: str = ", ") -> Check[str]:
 def header_text(what: str) -> Check[str]:
     """Text sent in an HTTP header: printable ASCII only, so it cannot fail every request later."""
     return Check(f"{what} in printable ASCII", str, lambda v: isinstance(v, str) and v.isascii() and v.isprintable())
+
+
+def check_option(name: str, value: Any, check: Check[Any]) -> Any:
+    """``value`` when ``check`` accepts it (None passes); ConfigError naming ``name`` otherwise."""
+    if value is not None and not check.valid(value):
+        raise ConfigError(f"{name}={value!r} is not valid: expected {check.accepted}", field=name)
+    return value

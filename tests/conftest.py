@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import resilient_llm
-from resilient_llm import Config, Engine, HTTPConfig
+from resilient_llm import Config, Engine, HTTPConfig, logs
 from resilient_llm.config import SECTIONS
 from resilient_llm.testing.fault_server import FaultServer
 from tests.redis_server import RedisServer
@@ -109,6 +109,7 @@ def direct_env(server: FaultServer, log_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
+    logs.flush()  # lines are written by a background thread
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 

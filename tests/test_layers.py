@@ -162,3 +162,39 @@ def test_the_adaptive_limit_grows_while_answers_come_back_and_stays_under_the_ce
     first, last = asyncio.run(scenario())
     assert first == 20
     assert 20 < last <= 48
+
+
+def test_a_single_flight_follower_waits_no_longer_than_its_own_timeout() -> None:
+    """A follower with a 0.2 s timeout behind a 5 s leader goes on alone after 0.2 s instead of waiting 5 s."""
+    from resilient_llm.layers.cache import CacheConfig, CacheHandler
+
+    class Memory:
+        name = "memory"
+
+        async def get(self, key: str) -> bytes | None:
+            return None
+
+        async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+            return None
+
+        async def delete(self, key: str) -> None:
+            return None
+
+        async def close(self) -> None:
+            return None
+
+    async def respond(req: ChatRequest) -> ChatResult:
+        await asyncio.sleep(min(req.timeout, 5.0))
+        return answer()
+
+    async def scenario() -> float:
+        cache = CacheHandler(Fake(respond), Memory(), CacheConfig(), base_url="http://x", neutral_text="", logger=None)
+        leader = asyncio.ensure_future(cache.handle(request(temperature=0.0, timeout=5.0)))
+        await asyncio.sleep(0.01)
+        started = time.monotonic()
+        result = await cache.handle(request(temperature=0.0, timeout=0.2))
+        assert result.outcome is Outcome.OK
+        leader.cancel()
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 1.0

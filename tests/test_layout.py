@@ -70,3 +70,11 @@ def test_no_import_circles() -> None:
 
     for name in graph:
         visit(name)
+
+
+def test_no_package_file_over_300_lines() -> None:
+    """Every module reads in one sitting."""
+    long = {
+        str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 300
+    }
+    assert not long, long

@@ -14,6 +14,7 @@ import pytest
 import resilient_llm
 from open_instruct.search_rewards.utils import run_utils
 from resilient_llm import engine as engine_module
+from resilient_llm import logs
 from resilient_llm.testing.fault_server import FaultServer
 from tests import original_run_utils
 from tests.conftest import API_KEY, MODEL, call_lines
@@ -151,11 +152,13 @@ def test_stderr_destination_and_prompts_opt_in(
     """RESILIENT_LLM_LOG_FILE=stderr is honoured; prompts appear only with RESILIENT_LLM_LOG_PROMPTS=true."""
     monkeypatch.setenv("RESILIENT_LLM_LOG_FILE", "stderr")
     run_utils.run_litellm(MODEL, "the secret rubric", "sys")
+    logs.flush()  # lines are written by a background thread
     err = capfd.readouterr().err
     assert '"event": "llm_call"' in err
     assert "the secret rubric" not in err
     monkeypatch.setenv("RESILIENT_LLM_LOG_PROMPTS", "true")
     run_utils.run_litellm(MODEL, "the secret rubric", "sys")
+    logs.flush()
     assert '"content": "the secret rubric"' in capfd.readouterr().err
 
 

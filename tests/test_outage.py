@@ -18,24 +18,29 @@ from tests.conftest import MODEL, call_lines, read_log
 WAITING = {"breaker_fail_max": 3, "breaker_reset_timeout": 0.2, "timeout": 20.0}
 
 
-def test_probes_start_at_the_base_double_and_stop_at_the_cap() -> None:
-    """1 s, 2 s, 4 s ... 30 s between trials while they fail; jitter adds at most 20%."""
-    delays = [probe_delay(n, base=1.0, cap=30.0, jitter=0.0) for n in range(8)]
-    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
-    assert probe_delay(0, base=1.0, cap=30.0, jitter=1.0) == pytest.approx(1.2)
-    hour = 0.0
-    trials = 0
-    while hour < 3600:
-        hour += probe_delay(trials, base=1.0, cap=30.0, jitter=0.5)
+def test_probes_are_spaced_by_a_tenth_of_the_outage_within_base_and_cap() -> None:
+    """1 s apart early on, 2 s after 20 s of outage, 30 s once it lasts 5 minutes; jitter adds at most 10%."""
+    assert [probe_delay(t, base=1.0, cap=30.0, jitter=0.0) for t in (0, 5, 20, 120, 300, 3600)] == [
+        1.0,
+        1.0,
+        2.0,
+        12.0,
+        30.0,
+        30.0,
+    ]
+    assert probe_delay(0, base=1.0, cap=30.0, jitter=1.0) == pytest.approx(1.1)
+    elapsed, trials = 0.0, 0
+    while elapsed < 3600:
+        elapsed += probe_delay(elapsed, base=1.0, cap=30.0, jitter=0.5)
         trials += 1
-    assert trials / 60 < 2.2  # about two requests a minute into a one-hour outage
+    assert trials / 60 < 3.0  # a few requests a minute into a one-hour outage
 
 
 def test_the_budget_counts_from_the_first_meeting_and_never_passes_the_call_timeout() -> None:
-    """A call that met the open breaker at t=10 with a 60 s budget may wait until t=70, or its own timeout."""
-    assert outage_budget_left(40.0, 10.0, budget=60.0, call_timeout=600.0) == 30.0
-    assert outage_budget_left(40.0, 10.0, budget=60.0, call_timeout=20.0) == 0.0
-    assert outage_budget_left(11.0, 10.0, budget=0.0, call_timeout=600.0) == 0.0
+    """A call that met the open breaker at t=10 with a 60 s budget may wait until t=70, or its deadline."""
+    assert outage_budget_left(40.0, 10.0, budget=60.0, call_ends=610.0) == 30.0
+    assert outage_budget_left(40.0, 10.0, budget=60.0, call_ends=30.0) == 0.0
+    assert outage_budget_left(11.0, 10.0, budget=0.0, call_ends=610.0) == 0.0
 
 
 def bring_back_after(server: FaultServer, seconds: float) -> threading.Timer:
@@ -90,9 +95,9 @@ def test_an_outage_longer_than_the_budget_ends_neutral_when_the_budget_runs_out(
 
 def test_cancelling_a_waiting_call_frees_it_at_once(server: FaultServer, make_engine: Callable[..., Engine]) -> None:
     """A call waiting for an open breaker is cancelled within a moment, and the engine goes on."""
-    engine = make_engine(**WAITING)
+    engine = make_engine(**WAITING, deadline=1.5)
     server.down = True
-    engine.complete(MODEL, user="trip", raise_caller_errors=False, timeout=1.0)
+    engine.complete(MODEL, user="trip", raise_caller_errors=False)  # trips it, then waits out its deadline
 
     async def cancel_waiting() -> float:
         task = asyncio.ensure_future(engine.acomplete(MODEL, user="waiting"))

@@ -105,8 +105,9 @@ def test_replica_on_a_flaky_endpoint(monkeypatch: pytest.MonkeyPatch, log_path: 
 
 
 def test_replica_with_the_endpoint_down_scores_neutral(monkeypatch: pytest.MonkeyPatch, log_path: Path) -> None:
-    """Endpoint down, judge neutral text configured: every judge score is 0.5, nothing crashes, the log counts it."""
+    """Endpoint down for good, fail-fast outages, judge neutral text: every score is 0.5, nothing crashes, logged."""
     monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/api/v1")
+    monkeypatch.setenv("RESILIENT_LLM_OUTAGE_WAIT", "0")  # by default calls would wait 120 s for it to come back
     monkeypatch.setenv("RUBRIC_JUDGE_MODEL", JUDGE_MODEL)
     monkeypatch.setenv("RUBRIC_GENERATION_MODEL", GENERATION_MODEL)
     monkeypatch.setenv("RESILIENT_LLM_JUDGE_NEUTRAL_TEXT", '{"score": 1}')

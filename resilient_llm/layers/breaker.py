@@ -7,9 +7,9 @@ through ``breaker.call`` so pybreaker's counters and transitions stay the single
 
 An open breaker means "don't send", not "give up": a call that meets it waits (holding no concurrency slot, spending
 none of its retries) until the breaker closes, up to ``outage_wait`` seconds from the moment it first met it; then it
-fails with BreakerOpen and the fallback chain answers. One trial at a time probes the endpoint, the first after
-``reset_timeout``, then doubling while trials fail, up to ``reset_timeout_max`` (across processes when the state is
-shared: one claim per period). A call whose trial fails goes back to waiting instead of spending a retry.
+fails with BreakerOpen and the fallback chain answers. One trial at a time probes the endpoint, spaced by a tenth of
+the outage so far, within ``reset_timeout`` .. ``reset_timeout_max`` (across processes when the state is shared: one
+claim per period). A call whose trial fails goes back to waiting instead of spending a retry.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class BreakerConfig(Validated):
 
     fail_max: int = setting(10, int_in(1, 10_000))  # consecutive failed attempts that open it
     reset_timeout: float = setting(1.0, SECONDS)  # the first trial this long after opening
-    reset_timeout_max: float = setting(30.0, SECONDS)  # trials space out, doubling, up to this
+    reset_timeout_max: float = setting(30.0, SECONDS)  # trials space out (a tenth of the outage so far) up to this
     half_open_trials: int = setting(1, int_in(1, 1000))
     success_threshold: int = setting(1, int_in(1, 1000))
     outage_wait: float = setting(120.0, SECONDS_OR_ZERO)  # a call waits this long for it to close; 0: fail fast
@@ -89,7 +89,6 @@ class BreakerHandler:
         logger: Any,
         outage_wait: float | None = None,
         claim_trial: Callable[[float], bool] = lambda period_s: True,
-        failed_trials: Callable[[], int] | None = None,
         status: BreakerStatus | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -99,7 +98,6 @@ class BreakerHandler:
         self._config = config
         self._outage_wait = config.outage_wait if outage_wait is None else outage_wait
         self._claim_trial = claim_trial
-        self._shared_failed_trials = failed_trials  # shared state: trials failed in a row, by any process
         self._holds_trial = False  # this process moved the breaker to half-open: the trial is its to send
         self._route = route
         self._log = logger
@@ -107,7 +105,6 @@ class BreakerHandler:
         self.status = status or BreakerStatus()
         self._trials = 0
         self._waiting = 0  # calls waiting for the breaker right now
-        self._failed_trials = 0
         self._jitter = self._rng.random()
         self._wakeup = asyncio.Event()
         self._outage: _Outage | None = None
@@ -176,7 +173,8 @@ class BreakerHandler:
             return False
         assert met_open_at is not None
         now = time.monotonic()
-        left = outage_budget_left(now, met_open_at, budget=self._outage_wait, call_timeout=request.timeout)
+        call_ends = request.deadline if request.deadline is not None else met_open_at + request.timeout
+        left = outage_budget_left(now, met_open_at, budget=self._outage_wait, call_ends=call_ends)
         if left <= 0:
             waited = now - met_open_at
             current_ledger().waited_s += waited
@@ -208,8 +206,6 @@ class BreakerHandler:
         # ``state``, not ``current_state``: a change another process made reaches this process's listeners (and
         # ``status``), or a process that saw the breaker open would hold its attempts back after another closed it.
         state = str(self._breaker.state.name)
-        if self._shared_failed_trials is not None and state != pybreaker.STATE_CLOSED:
-            self._failed_trials = self._shared_failed_trials()  # the spacing grows with every process's failed trials
         if state == pybreaker.STATE_OPEN and self._until_probe() <= 0 and self._claim_trial(self._probe_period()):
             self._breaker.half_open()
             self._holds_trial = True
@@ -224,7 +220,8 @@ class BreakerHandler:
 
     def _probe_period(self) -> float:
         c = self._config
-        return probe_delay(self._failed_trials, base=c.reset_timeout, cap=c.reset_timeout_max, jitter=self._jitter)
+        lasted = time.monotonic() - self._outage.started if self._outage is not None else 0.0
+        return probe_delay(lasted, base=c.reset_timeout, cap=c.reset_timeout_max, jitter=self._jitter)
 
     def _until_probe(self) -> float:
         opened_at = self._storage.opened_at
@@ -261,7 +258,6 @@ class BreakerHandler:
             status.opened.set()
             self._jitter = self._rng.random()
             if old == pybreaker.STATE_HALF_OPEN:
-                self._failed_trials += 1  # shared: the storage counts too, and has the last word (``_state_now``)
                 reason = "trial failed"
             else:
                 reason = f"{self._config.fail_max} consecutive failures"
@@ -271,7 +267,6 @@ class BreakerHandler:
             status.opened.clear()
             reason = "next trial due" if new == pybreaker.STATE_HALF_OPEN else "trial succeeded"
         if new == pybreaker.STATE_CLOSED:
-            self._failed_trials = 0
             self._end_outage()
         self._wakeup.set()  # waiters look at the new state
         self._wakeup = asyncio.Event()

@@ -114,7 +114,11 @@ class CacheHandler:
             flight.task.add_done_callback(lambda _: self._flights.pop(key, None))
         flight.waiters += 1
         try:
-            result = await asyncio.shield(flight.task)
+            # A follower waits no longer than its own timeout: a leader allowed longer must not hold it past it.
+            result = await asyncio.wait_for(asyncio.shield(flight.task), None if leader else request.timeout)
+        except TimeoutError:
+            self.counters["shared_timeout"] += 1
+            return await self._inner.handle(request)  # go on alone, within this call's own limits
         finally:
             flight.waiters -= 1
             if flight.waiters == 0 and not flight.task.done():

@@ -73,9 +73,6 @@ class HTTPConfig(Validated):
 
 WIND_DOWN_S = 5.0  # how long a stopped exchange may take to finish its clean-up (normally a few loop steps)
 
-
-WIND_DOWN_S = 5.0  # how long a stopped exchange may take to finish its clean-up (normally a few loop steps)
-
 _TIMEOUT_KINDS: dict[type[httpx.TimeoutException], str] = {
     httpx.ConnectTimeout: "connect_timeout",
     httpx.ReadTimeout: "read_timeout",

@@ -37,17 +37,18 @@ def verdict(error: BaseException | None) -> Verdict:
     return Verdict.SILENT  # a bug of ours says nothing about the endpoint
 
 
-def probe_delay(failed_trials: int, *, base: float, cap: float, jitter: float) -> float:
-    """Seconds from the breaker opening to the next trial: ``base`` after the trip, doubling with every failed trial,
-    capped; ``jitter`` (0..1, drawn by the caller) spreads processes that opened together by up to 20%.
+def probe_delay(outage_s: float, *, base: float, cap: float, jitter: float) -> float:
+    """Seconds from the breaker (re)opening to the next trial, a tenth of how long the outage has lasted so far,
+    within ``[base, cap]``; ``jitter`` (0..1, drawn by the caller) spreads processes that opened together by up to 10%.
 
-    From 1 s doubling to a 30 s cap, a blip is noticed within about a second and an hour's outage costs the endpoint
-    about two trials a minute.
+    So recovery is noticed within about a tenth of the outage (a blip within ``base``, a 20 s outage within ~2 s),
+    while a long outage costs the endpoint little: from 1 s to a 30 s cap, an hour's outage is ~150 trials, about
+    two and a half a minute. (Doubling per failed trial costs fewer trials but notices a 20 s outage's end ~10 s late.)
     """
-    return min(cap, base * 2.0 ** min(failed_trials, 30)) * (1.0 + 0.2 * jitter)
+    return min(cap, max(base, outage_s / 10.0)) * (1.0 + 0.1 * jitter)
 
 
-def outage_budget_left(now: float, waiting_since: float, *, budget: float, call_timeout: float) -> float:
+def outage_budget_left(now: float, waiting_since: float, *, budget: float, call_ends: float) -> float:
     """Seconds a call may still wait for an open breaker: the outage budget from the moment it first met the open
-    breaker, never past the call's own timeout."""
-    return max(0.0, min(waiting_since + budget, waiting_since + call_timeout) - now)
+    breaker, never past the end of the call (its deadline)."""
+    return max(0.0, min(waiting_since + budget, call_ends) - now)

@@ -2,8 +2,7 @@
 
 A pybreaker storage whose calls block (redis-py, short socket timeouts): the breaker layer runs them off the engine
 loop. When Redis fails, the breaker carries on from a local copy of the state (one warning), and Redis is tried again
-after a pause. Besides pybreaker's keys it keeps ``failed_trials`` (trials failed in a row, whichever process sent
-them: the spacing between trials grows with it) and ``trial`` (the claim on the next trial).
+after a pause.
 """
 
 from __future__ import annotations
@@ -20,13 +19,6 @@ from resilient_llm.errors import ConfigError
 from resilient_llm.stores import REDIS_SOCKET_TIMEOUT_S
 
 T = TypeVar("T")
-
-# Set the state; a half-open -> open change is a failed trial, closing ends the series. KEYS state, failed_trials.
-_SET_STATE = """
-local old = redis.call('GETSET', KEYS[1], ARGV[1])  -- GETSET, not SET GET: Redis before 6.2 too
-if ARGV[1] == 'closed' then redis.call('SET', KEYS[2], 0)
-elseif ARGV[1] == 'open' and old == 'half-open' then redis.call('INCR', KEYS[2]) end
-"""
 
 
 class SharedBreakerStorage(pybreaker.CircuitBreakerStorage):
@@ -45,8 +37,6 @@ class SharedBreakerStorage(pybreaker.CircuitBreakerStorage):
             url, socket_timeout=REDIS_SOCKET_TIMEOUT_S, socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S
         )
         self._local = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
-        self._local_failed_trials = 0
-        self._set_state = self._redis.register_script(_SET_STATE)
         self._prefix = f"resilient_llm:breaker:{route}:{hashlib.sha256(endpoint.encode()).hexdigest()[:12]}:"
         self._route = route
         self._log = logger
@@ -80,17 +70,8 @@ class SharedBreakerStorage(pybreaker.CircuitBreakerStorage):
 
     @state.setter
     def state(self, state: str) -> None:
-        if state == pybreaker.STATE_CLOSED:
-            self._local_failed_trials = 0
-        elif state == pybreaker.STATE_OPEN and self._local.state == pybreaker.STATE_HALF_OPEN:
-            self._local_failed_trials += 1
         self._local.state = state
-        keys = [self._prefix + "state", self._prefix + "failed_trials"]
-        self._shared(lambda: self._set_state(keys=keys, args=[state]), lambda: None)
-
-    def failed_trials(self) -> int:
-        """Trials failed since the breaker last closed, by any process."""
-        return self._shared(lambda: int(self._get("failed_trials") or 0), lambda: self._local_failed_trials)
+        self._shared(lambda: self._redis.set(self._prefix + "state", state), lambda: None)
 
     def increment_counter(self) -> None:
         self._local.increment_counter()

@@ -72,9 +72,7 @@ class FaultServer:
         self._writers: set[asyncio.StreamWriter] = set()
 
     # -- control, from any thread ------------------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        return self._port
+    port = property(lambda self: self._port)
 
     @property
     def url(self) -> str:
@@ -83,8 +81,7 @@ class FaultServer:
 
     def script(self, *kinds: str) -> None:
         """The next requests get these faults, in order, before the profile is drawn from again."""
-        unknown = [k for k in kinds if k not in FAULT_KINDS]
-        if unknown:
+        if unknown := [k for k in kinds if k not in FAULT_KINDS]:
             raise ValueError(f"unknown fault kinds {unknown}: expected some of {', '.join(FAULT_KINDS)}")
         with self._lock:
             self._script.extend(kinds)
