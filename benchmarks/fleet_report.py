@@ -24,6 +24,27 @@ def _windows(values: list[int]) -> str:
     return " ".join(str(v) for v in values)
 
 
+def checks(report: dict[str, Any]) -> list[str]:
+    """The acceptance, read off every repeat."""
+    kill, redis, breaker = report["sigkill"], report["redis_kill"], report["breaker"]
+    runs = kill + redis + breaker
+    failed = sum(n for r in runs for outcome, n in r["outcomes"].items() if outcome != "ok")
+    peak = all(r["server_peak_in_flight"] <= (r["shared_limit_max"] or 0) for r in kill)
+    back = [r["killed_permits_back_after_s"] for r in kill]
+    lease = kill[0]["lease_s"] if kill else 0.0
+    recovered = all(
+        r["calls_per_s"]["survivors_after_return"] >= r["calls_per_s"]["survivors_before_kill"] for r in kill
+    )
+    most = max((r["most_requests_in_one_period"] for r in breaker), default=0)
+    return [
+        f"- Server peak in flight <= the shared limit's highest value in every run: {'yes' if peak else 'NO'}.",
+        f"- Permits of the SIGKILLed process back after {', '.join(_fmt(b) for b in back)} s (lease {lease:g} s, "
+        "sampled every 0.1 s); survivors' calls/s after >= before the kill: " + ("yes" if recovered else "NO") + ".",
+        f"- Calls that did not end with a real answer, all runs (Redis killed included): {failed}.",
+        f"- Most requests into the dead endpoint in one trial period, 8 processes: {most}.",
+    ]
+
+
 def markdown(report: dict[str, Any]) -> str:
     capacity = report["capacity"]
     out = [
@@ -31,6 +52,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"`{report['command']}` ({report['wall_s']} s). Each process is `benchmarks/fleet_worker.py` (the process-wide "
         "engine from the environment, defaults otherwise); the endpoint a `RemoteFaultServer`, Redis a real server.",
+        "",
+        *checks(report),
         "",
         f"## Shared limit, capacity {capacity} (at most {capacity} requests admitted, an immediate 429 beyond), "
         "one process SIGKILLed",
