@@ -33,7 +33,7 @@ from resilient_llm.validation import REDIS_URL, SECONDS, SECONDS_OR_ZERO, Valida
 
 T = TypeVar("T")
 SHARED_STATE_POLL_S = 0.5  # how often a waiter re-reads state another process may have changed
-TRIAL_ELSEWHERE = "half-open elsewhere"  # shared state half-open for another process's trial: wait for its outcome
+TRIAL_ELSEWHERE = "half-open elsewhere"  # shared, half-open for another process's trial: wait for its outcome
 
 
 @dataclass(frozen=True)
@@ -198,24 +198,18 @@ class BreakerHandler:
 
     def _state_now(self) -> str:
         """The state, moved from open to half-open once the next trial is due (and, shared, this process claimed it).
-
-        Shared, half-open is another process's trial unless this one claimed it: its calls wait for that trial's
-        outcome instead of each sending one. Only a trial that has not ended within a period (its process died, or
-        its attempt hangs) lets another process claim the next.
-        """
-        # ``state``, not ``current_state``: a change another process made reaches this process's listeners (and
-        # ``status``), or a process that saw the breaker open would hold its attempts back after another closed it.
+        Shared, half-open is another process's trial unless this one claimed it: wait for its outcome, and claim the
+        next only if it has not ended within a period (its process died, or its attempt hangs)."""
+        # ``state``, not ``current_state``: status must learn of a close made elsewhere, or attempts stay held back.
         state = str(self._breaker.state.name)
         if state == pybreaker.STATE_OPEN and self._until_probe() <= 0 and self._claim_trial(self._probe_period()):
             self._breaker.half_open()
             self._holds_trial = True
             return pybreaker.STATE_HALF_OPEN
-        if state != pybreaker.STATE_HALF_OPEN:
-            self._holds_trial = False
-        elif not self._holds_trial:
-            if not self._claim_trial(self._probe_period()):
-                return TRIAL_ELSEWHERE
-            self._holds_trial = True
+        half_open = state == pybreaker.STATE_HALF_OPEN
+        if half_open and not self._holds_trial and not self._claim_trial(self._probe_period()):
+            return TRIAL_ELSEWHERE
+        self._holds_trial = half_open
         return state
 
     def _probe_period(self) -> float:

@@ -185,10 +185,9 @@ def adopt(config: LimitPolicy, state: LimitState, limit: float) -> LimitState:
 
 
 def follow(config: LimitPolicy, state: LimitState, limit: float, now: float) -> LimitState:
-    """The state after another process cut the shared limit to ``limit`` at ``now``: as after a backpressure cut of
-    its own there (slow start over, CUBIC from ``now`` back to just under the refused level ``limit / backoff_ratio``).
-    Adopting the value alone would leave a process that saw no refusal itself in slow start, adding 2 permits per
-    answer over the edge another process found."""
+    """After another process cut the shared limit to ``limit`` at ``now``: as after a backpressure cut of one's own
+    (slow start over, CUBIC back to just under the refused ``limit / backoff_ratio``). Adopting the value alone would
+    leave a process that saw no refusal in slow start, adding 2 permits per answer over the edge found elsewhere."""
     state = adopt(config, state, limit)
     plateau = max(state.limit, state.limit / config.backoff_ratio - 1.0)
     return dataclasses.replace(
