@@ -15,6 +15,7 @@ from resilient_llm.policy.concurrency import (
     Sample,
     Signal,
     adopt,
+    follow,
     initial_state,
     signal_of,
     update,
@@ -249,3 +250,19 @@ def test_adopt_takes_a_shared_value_within_bounds() -> None:
     assert adopt(CONFIG, state, 0).permits == 1
     with pytest.raises(ConfigError, match="limit=nan"):
         adopt(CONFIG, state, float("nan"))
+
+
+def test_follow_ends_slow_start_and_regrows_as_after_a_cut_of_its_own() -> None:
+    """Another process's cut to 36 ends slow start here too: answers then grow the limit as CUBIC does after a cut
+    of this process's own (back to the plateau under the refused level 40, slowly), not by 2 permits each."""
+    slow = feed(initial_state(CONFIG), rounds(1, 20))[-1]
+    assert slow.slow_start
+    followed = follow(CONFIG, slow, 36.0, now=10.0)
+    assert (followed.limit, followed.slow_start, followed.decreased_at) == (36.0, False, 10.0)
+    assert followed.plateau == pytest.approx(39.0)  # one under the level 36 / 0.9 that drew the refusal
+    refusals = [Sample(Signal.BACKPRESSURE, 9.5, 10.0 + i * 0.01, 40) for i in range(7)]
+    own = feed(slow, [*refusals, Sample(Signal.BACKPRESSURE, 10.05, 10.1, 40)])[-1]  # refused at 40 here
+    assert (own.permits, own.plateau) == (36, followed.plateau)
+    after = feed(followed, rounds(4, 36, start=10.0))  # two seconds of answers
+    assert after[-1].permits <= 39
+    assert not [s for s in after if s.reason == "slow_start"]

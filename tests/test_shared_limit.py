@@ -96,6 +96,16 @@ def test_growth_adds_up_and_one_overload_cuts_once(make_limit: Callable[..., Sha
     assert one.cut_limit(0.5, generation + 1, initial=20) == (2.0, True)
 
 
+def test_growth_learnt_before_a_cut_does_not_undo_it(make_limit: Callable[..., SharedLimit]) -> None:
+    """An add under the generation a cut has replaced is dropped; under the current one (or none) it applies."""
+    one, two = make_limit(), make_limit()
+    generation = one.try_acquire(20).generation
+    assert two.cut_limit(18.0, generation, initial=20) == (18.0, True)
+    assert one.add_to_limit(2.0, initial=20, generation=generation) == 18.0  # admitted before the cut: stale
+    assert one.add_to_limit(2.0, initial=20, generation=generation + 1) == 20.0
+    assert one.add_to_limit(0.5, initial=20) == 20.5
+
+
 def test_the_gate_holds_every_process_back_and_only_lengthens(make_limit: Callable[..., SharedLimit]) -> None:
     """A shut gate refuses permits to all until it expires; a shorter Retry-After does not shorten it."""
     one, two = make_limit(), make_limit()

@@ -33,6 +33,7 @@ from resilient_llm.validation import REDIS_URL, SECONDS, SECONDS_OR_ZERO, Valida
 
 T = TypeVar("T")
 SHARED_STATE_POLL_S = 0.5  # how often a waiter re-reads state another process may have changed
+TRIAL_ELSEWHERE = "half-open elsewhere"  # shared, half-open for another process's trial: wait for its outcome
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class BreakerHandler:
         self._config = config
         self._outage_wait = config.outage_wait if outage_wait is None else outage_wait
         self._claim_trial = claim_trial
+        self._holds_trial = False  # this process moved the breaker to half-open: the trial is its to send
         self._route = route
         self._log = logger
         self._rng = rng or random.Random()
@@ -178,9 +180,9 @@ class BreakerHandler:
             current_ledger().waited_s += waited
             if self._outage is not None:
                 self._outage.out_of_budget += 1
-            detail = "trial in progress" if state == pybreaker.STATE_HALF_OPEN else "open"
+            detail = "open" if state == pybreaker.STATE_OPEN else "trial in progress"
             raise BreakerOpen(f"{self._route} circuit {detail} (waited {waited:.1f} s)", kind="breaker_open")
-        pause = min(left, max(0.01, self._until_probe()))
+        pause = SHARED_STATE_POLL_S if state == TRIAL_ELSEWHERE else min(left, max(0.01, self._until_probe()))
         if self._blocking:
             pause = min(pause, SHARED_STATE_POLL_S)
         wakeup = self._wakeup
@@ -195,11 +197,19 @@ class BreakerHandler:
         return function(*args)
 
     def _state_now(self) -> str:
-        """The state, moved from open to half-open once the next trial is due (and, shared, this process claimed it)."""
-        state = str(self._breaker.current_state)
+        """The state, moved from open to half-open once the next trial is due (and, shared, this process claimed it).
+        Shared, half-open is another process's trial unless this one claimed it: wait for its outcome, and claim the
+        next only if it has not ended within a period (its process died, or its attempt hangs)."""
+        # ``state``, not ``current_state``: status must learn of a close made elsewhere, or attempts stay held back.
+        state = str(self._breaker.state.name)
         if state == pybreaker.STATE_OPEN and self._until_probe() <= 0 and self._claim_trial(self._probe_period()):
             self._breaker.half_open()
+            self._holds_trial = True
             return pybreaker.STATE_HALF_OPEN
+        half_open = state == pybreaker.STATE_HALF_OPEN
+        if half_open and not self._holds_trial and not self._claim_trial(self._probe_period()):
+            return TRIAL_ELSEWHERE
+        self._holds_trial = half_open
         return state
 
     def _probe_period(self) -> float:

@@ -82,6 +82,8 @@ class LimitHandler:
         self._gate_until = 0.0
         self._gate_timer: asyncio.TimerHandle | None = None
         self._logged_at = -LOG_EVERY_S
+        self._generation = 0  # shared limit cuts seen so far (any process's)
+        self._unpublished = 0.0  # growth of the limit not yet added to the shared one
 
     async def aclose(self) -> None:
         if self._gate_timer is not None:
@@ -98,7 +100,7 @@ class LimitHandler:
                 raise BreakerOpen("held back: the circuit opened while this attempt queued", kind="breaker_open")
             if self._shared is not None:
                 lease = await self._shared.acquire(self.limit, max(0.0, ends - time.monotonic()))
-                self._adopt(lease.limit)
+                self._adopt(lease.limit, lease.generation)
             started = time.monotonic()
             in_flight = lease.in_flight if lease is not None and lease.in_flight else self.in_flight
             current_ledger().limit = self.limit
@@ -186,16 +188,30 @@ class LimitHandler:
         )
         before = self._state.limit
         self._state = concurrency.update(self._policy, self._state, sample)
+        self._unpublished += max(0.0, self._state.limit - before)
         if self._state.reason is None:
             return
         self._changed(self._state.reason)
         if self._shared is not None:
-            self._shared.publish(before, self._state.limit, gen, self._policy.initial, self._adopt)
+            # Growth comes in fractions of a permit per answer: carry all of it since the last publish, not only
+            # the step that crossed a whole permit, or most of it is lost when the shared value is adopted.
+            grown, self._unpublished = self._unpublished, 0.0
+            start = before if self._state.limit < before else self._state.limit - grown
+            self._shared.publish(start, self._state.limit, gen, self._policy.initial, self._adopt)
 
-    def _adopt(self, shared_limit: float | None) -> None:
-        """Take the limit every process shares (Redis has the last word on it)."""
-        if shared_limit is not None and self._adaptive and int(shared_limit) != self.limit:
-            self._state = concurrency.adopt(self._policy, self._state, shared_limit)
+    def _adopt(self, shared_limit: float | None, generation: int | None = None) -> None:
+        """Take the limit every process shares (Redis has the last word on it), plus this process's growth not yet
+        published; after a cut made by any process (a new ``generation``), also the cut's consequences: slow start
+        ends and growth starts over from the cut, in every process, as in the one that made it."""
+        if shared_limit is None or not self._adaptive:
+            return
+        before = self.limit
+        if generation is not None and generation != self._generation:
+            self._generation, self._unpublished = generation, 0.0
+            self._state = concurrency.follow(self._policy, self._state, shared_limit, time.monotonic())
+        else:
+            self._state = concurrency.adopt(self._policy, self._state, shared_limit + self._unpublished)
+        if self._state.permits != before:
             self._changed("shared")
 
     def _changed(self, reason: str) -> None:

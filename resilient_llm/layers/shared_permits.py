@@ -61,12 +61,12 @@ class SharedPermits:
     def publish(
         self, before: float, after: float, generation: int, initial: int, adopt: Callable[[float], None]
     ) -> None:
-        """Carry a local change over to the shared limit (a rise adds, a cut applies once per overload), then adopt
-        the shared value."""
+        """Carry a local change over to the shared limit (a rise adds unless a cut came since ``generation``, a cut
+        applies once per overload), then adopt the shared value."""
 
         def carry() -> float:
             if after > before:
-                return self._store.add_to_limit(after - before, initial)
+                return self._store.add_to_limit(after - before, initial, generation)
             return self._store.cut_limit(after, generation, initial)[0]
 
         loop = asyncio.get_running_loop()

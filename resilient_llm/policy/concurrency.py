@@ -184,6 +184,23 @@ def adopt(config: LimitPolicy, state: LimitState, limit: float) -> LimitState:
     return dataclasses.replace(state, limit=min(config.max_limit, max(config.min_limit, limit)), reason=None)
 
 
+def follow(config: LimitPolicy, state: LimitState, limit: float, now: float) -> LimitState:
+    """After another process cut the shared limit to ``limit`` at ``now``: as after a backpressure cut of one's own
+    (slow start over, CUBIC back to just under the refused ``limit / backoff_ratio``). Adopting the value alone would
+    leave a process that saw no refusal in slow start, adding 2 permits per answer over the edge found elsewhere."""
+    state = adopt(config, state, limit)
+    plateau = max(state.limit, state.limit / config.backoff_ratio - 1.0)
+    return dataclasses.replace(
+        state,
+        slow_start=False,
+        decreased_at=now,
+        plateau=plateau,
+        cubic_k=((plateau - state.limit) / config.cubic) ** (1 / 3),
+        window=Window(),
+        cut_mean=None,
+    )
+
+
 def update(config: LimitPolicy, state: LimitState, sample: Sample) -> LimitState:
     """The state after one finished attempt."""
     if state.reason is not None:

@@ -42,11 +42,13 @@ return left
 """
 _ADD = """
 local value = tonumber(redis.call('HGET', KEYS[1], 'value') or ARGV[4])
+local generation = tonumber(redis.call('HGET', KEYS[1], 'generation') or '0')
+if tonumber(ARGV[6]) >= 0 and generation ~= tonumber(ARGV[6]) then return tostring(value) end
 value = math.min(tonumber(ARGV[3]), math.max(tonumber(ARGV[2]), value + tonumber(ARGV[1])))
 redis.call('HSET', KEYS[1], 'value', tostring(value))
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return tostring(value)
-"""  # ARGV delta, floor, ceiling, value if unset, ttl ms
+"""  # ARGV delta, floor, ceiling, value if unset, ttl ms, generation seen (-1: add whatever it is)
 _CUT = """
 local generation = tonumber(redis.call('HGET', KEYS[1], 'generation') or '0')
 local value = tonumber(redis.call('HGET', KEYS[1], 'value') or ARGV[4])

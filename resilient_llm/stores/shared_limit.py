@@ -12,8 +12,9 @@ hash reaches Redis):
   is lost, or the other way round and the cut is. So increases are atomic adds (eight processes' answers grow the
   limit as one process's would with all of them), and a decrease applies only if no other process decreased since
   the attempt behind it was admitted (``cut_limit(target, generation)`` with the generation ``try_acquire``
-  returned): one overload seen by eight processes cuts once, not eight times (0.9^8 = 0.43). The hash expires
-  ``limit_ttl_s`` after its last change, so a stale limit does not outlive a run by much.
+  returned): one overload seen by eight processes cuts once, not eight times (0.9^8 = 0.43). An increase given a
+  generation applies only under that generation too: answers to attempts admitted before a cut do not undo it.
+  The hash expires ``limit_ttl_s`` after its last change, so a stale limit does not outlive a run by much.
 - ``gate``: present while new attempts must wait (a 429 or in-flight 402 with Retry-After). Its remaining time is
   its PTTL, so machines with skewed clocks agree; ``set_gate`` only ever lengthens it.
 
@@ -206,9 +207,14 @@ class SharedLimit:
         pipe.pexpire(self._limit, self._ttl_ms)
         self._shared(pipe.execute)
 
-    def add_to_limit(self, delta: float, initial: float) -> float:
-        """Add ``delta`` (``initial`` while none is stored), within the bounds; returns the new shared limit."""
-        args: list[str | int] = [repr(float(delta)), *self._bounds, repr(float(initial)), self._ttl_ms]
+    def add_to_limit(self, delta: float, initial: float, generation: int | None = None) -> float:
+        """Add ``delta`` (``initial`` while none is stored), within the bounds; returns the new shared limit.
+
+        With ``generation`` (from ``try_acquire``), only if no decrease came since: growth learnt from attempts
+        admitted before a cut is news about a limit already left behind, as ``cut_limit``'s second cut is.
+        """
+        seen = -1 if generation is None else int(generation)
+        args: list[str | int] = [repr(float(delta)), *self._bounds, repr(float(initial)), self._ttl_ms, seen]
         return float(self._shared(lambda: self._scripts["add"](keys=[self._limit], args=args)))
 
     def cut_limit(self, target: float, generation: int, initial: float) -> tuple[float, bool]:
