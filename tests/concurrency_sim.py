@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from resilient_llm.policy import gate as gates
 from resilient_llm.policy.concurrency import LimitPolicy, LimitState, Sample, Signal, initial_state, update
 
 REFUSAL_S = 0.002  # a 429 comes back at once
@@ -45,6 +46,7 @@ class Result:
     states: list[LimitState]
     latencies: list[float]  # of the attempts that got an answer, in the order they finished
     arrivals: list[tuple[float, bool]]  # (time, refused) of every attempt the endpoint saw
+    pauses: int = 0  # times the gate paused every caller
 
     @property
     def calls_per_s(self) -> float:
@@ -73,6 +75,7 @@ def simulate(
     fixed: int | None = None,
     seed: int = 0,
     gate: bool = True,
+    gate_policy: gates.GatePolicy | None = None,
 ) -> Result:
     """Run ``calls`` calls from ``callers`` callers; ``fixed`` replaces the adaptive limit by a fixed one."""
     config = config or LimitPolicy()
@@ -85,7 +88,8 @@ def simulate(
     queue: collections.deque[tuple[float, int, int]] = collections.deque()  # admitted, waiting for a worker
     capacity = endpoint.capacity
     now = in_flight = admitted = serving = started_calls = completed = requests = refusals = peak = 0
-    gate_until = 0.0
+    gate_policy, gate_state = gate_policy or gates.GatePolicy(), gates.GateState()
+    pauses = 0
     tokens, refilled = float(endpoint.burst), 0.0
     limits = [(0.0, permits)]
     states: list[LimitState] = []
@@ -122,7 +126,7 @@ def simulate(
         return endpoint.latency(rng) * factor
 
     def drain() -> None:
-        while waiting and in_flight < permits and now >= gate_until:
+        while waiting and in_flight < permits and not gates.is_shut(gate_state, now):
             start_attempt(waiting.popleft())
 
     for caller in range(min(callers, calls)):
@@ -150,6 +154,8 @@ def simulate(
                     serving += 1
                     push(now + service(), "done", next_caller, queued_at, next_flight, True)
             signal = Signal.OK if served else Signal.BACKPRESSURE
+            if not served and gate and gates.refusals_ignore_load(gate_state, now):
+                signal = Signal.FAILURE  # refusals whatever the load: not about the limit
             output = endpoint.tokens(rng) if served else None
             sample = Sample(signal, float(began), now, flight, in_flight + 1, output)
             if fixed is None:
@@ -164,10 +170,14 @@ def simulate(
                 if started_calls < calls:
                     started_calls += 1
                     waiting.append(caller)
-            else:
-                if gate and now + endpoint.retry_after > gate_until:
-                    gate_until = now + endpoint.retry_after
-                    push(gate_until, "gate")
-                push(now if gate else now + endpoint.retry_after, "want", caller)
+            if gate:
+                was_shut = gates.is_shut(gate_state, now)
+                retry_after = None if served else endpoint.retry_after
+                gate_state = gates.finished(gate_policy, gate_state, now, float(began), flight, not served, retry_after)
+                if not was_shut and gates.is_shut(gate_state, now):
+                    pauses += 1
+                    push(gate_state.shut_until, "gate")
+            if not served:
+                push(now + endpoint.retry_after, "want", caller)  # a refused call waits its own Retry-After
         drain()
-    return Result(limits, now, completed, requests, refusals, peak, states, latencies, arrivals)
+    return Result(limits, now, completed, requests, refusals, peak, states, latencies, arrivals, pauses)

@@ -116,25 +116,49 @@ def test_the_deadline_covers_waiting_for_a_slot() -> None:
     assert 0.25 <= asyncio.run(scenario()) < 1.0
 
 
-def test_one_retry_after_pauses_every_attempt_to_the_endpoint() -> None:
-    """A 429 with Retry-After shuts the gate: the next attempts wait it out instead of each meeting a 429."""
+def test_a_burst_of_retry_after_refusals_pauses_every_attempt_to_the_endpoint() -> None:
+    """Three 429s with Retry-After in a row shut the gate: the next attempts wait it out instead of each meeting one."""
     sent: list[float] = []
 
     async def respond(_: ChatRequest) -> ChatResult:
         sent.append(time.monotonic())
-        if len(sent) == 1:
+        if len(sent) <= 3:
             raise ErrorResponse("slow down", kind="http_429", status=429, retry_after=0.3)
         return answer()
 
     async def scenario() -> float:
         limit = LimitHandler(Fake(respond), LimitConfig())
+        for _ in range(3):
+            with pytest.raises(ErrorResponse):
+                await limit.handle(request())
+        told = time.monotonic()
+        await asyncio.gather(*(limit.handle(request()) for _ in range(5)))
+        return min(sent[3:]) - told
+
+    assert asyncio.run(scenario()) >= 0.28
+
+
+def test_a_lone_retry_after_refusal_among_answers_pauses_only_its_own_call() -> None:
+    """One 429 among answers (a provider's hiccup) leaves the other calls going: only the refused call waits."""
+    sent: list[float] = []
+
+    async def respond(_: ChatRequest) -> ChatResult:
+        sent.append(time.monotonic())
+        if len(sent) == 4:
+            raise ErrorResponse("slow down", kind="http_429", status=429, retry_after=5.0)
+        return answer()
+
+    async def scenario() -> float:
+        limit = LimitHandler(Fake(respond), LimitConfig())
+        for _ in range(3):
+            await limit.handle(request())
         with pytest.raises(ErrorResponse):
             await limit.handle(request())
         told = time.monotonic()
         await asyncio.gather(*(limit.handle(request()) for _ in range(5)))
-        return min(sent[1:]) - told
+        return max(sent[4:]) - told
 
-    assert asyncio.run(scenario()) >= 0.28
+    assert asyncio.run(scenario()) < 1.0
 
 
 def test_the_adaptive_limit_grows_while_answers_come_back_and_stays_under_the_ceiling() -> None:

@@ -2,8 +2,9 @@
 
 Held for one attempt only, so a backoff sleep never holds a slot. Waiting attempts are served in arrival order. The
 limit is adaptive by default (``policy/concurrency.py`` decides, this layer carries it out), never above
-``max_concurrent``; ``mode="fixed"`` is the first wave's fixed cap. A 429 (or in-flight-budget 402) with Retry-After
-shuts the gate for every attempt to the endpoint, not only the one told: a burst of 429s costs one wait. With
+``max_concurrent``; ``mode="fixed"`` is the first wave's fixed cap. A burst of 429s (or in-flight-budget 402s) with
+Retry-After shuts the gate for every attempt to the endpoint, not only the ones told: it costs one wait, not a wasted
+request per queued call (``policy/gate.py`` decides when a pause helps). With
 ``redis_url`` the permits, the limit and the gate are shared by every process using the endpoint (``SharedPermits``).
 """
 
@@ -16,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from resilient_llm.errors import BreakerOpen, ErrorResponse, ProviderTimeout, is_backpressure
+from resilient_llm.errors import BreakerOpen, ErrorResponse, ProviderTimeout
 from resilient_llm.layers.shared_permits import SharedPermits
 from resilient_llm.ledger import current_ledger
-from resilient_llm.policy import concurrency
+from resilient_llm.policy import concurrency, gate
 from resilient_llm.types import ChatRequest, ChatResult, Handler
 from resilient_llm.validation import REDIS_URL, Validated, choice, int_in, setting
 
@@ -79,7 +80,8 @@ class LimitHandler:
         self._log = logger
         self.in_flight = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        self._gate_until = 0.0
+        self._gate_policy = gate.GatePolicy()
+        self._gate = gate.GateState()
         self._gate_timer: asyncio.TimerHandle | None = None
         self._logged_at = -LOG_EVERY_S
         self._generation = 0  # shared limit cuts seen so far (any process's)
@@ -152,21 +154,32 @@ class LimitHandler:
                 waiter.set_result(None)
 
     def _gate_shut(self) -> bool:
-        return time.monotonic() < self._gate_until
+        return gate.is_shut(self._gate, time.monotonic())
 
-    def _shut_gate(self, seconds: float) -> None:
-        until = time.monotonic() + seconds
-        if until <= self._gate_until:
-            return
-        self._gate_until = until
-        if self._gate_timer is not None:
-            self._gate_timer.cancel()
-        self._gate_timer = asyncio.get_running_loop().call_later(seconds, self._gate_opens)
-        if self._shared is not None:
-            self._shared.shut_gate(seconds)
+    def _gate_learns(self, error: BaseException | None, started: float, in_flight: int) -> concurrency.Signal:
+        """The gate's view of one finished attempt; a pause for every attempt when refusals come as a burst. Returns
+        the attempt's signal for the limit (refusals say nothing about the load once pauses were shown futile)."""
+        signal = concurrency.signal_of(error)
+        if signal is not concurrency.Signal.BACKPRESSURE and signal is not concurrency.Signal.OK:
+            return signal
+        refused = signal is concurrency.Signal.BACKPRESSURE
+        retry_after = error.retry_after if refused and isinstance(error, ErrorResponse) else None
+        now = time.monotonic()
+        before = self._gate.shut_until
+        self._gate = gate.finished(self._gate_policy, self._gate, now, started, in_flight, refused, retry_after)
+        if self._gate.shut_until > before and self._gate.shut_until > now:
+            seconds = self._gate.shut_until - now
+            if self._gate_timer is not None:
+                self._gate_timer.cancel()
+            self._gate_timer = asyncio.get_running_loop().call_later(seconds, self._gate_opens)
+            if self._shared is not None:
+                self._shared.shut_gate(seconds)
+        if refused and gate.refusals_ignore_load(self._gate, now):
+            return concurrency.Signal.FAILURE
+        return signal
 
     def _gate_opens(self) -> None:
-        left = self._gate_until - time.monotonic()
+        left = self._gate.shut_until - time.monotonic()
         if left > 0:  # the timer fired a little early (uvloop's clock counts milliseconds): wait out the rest
             self._gate_timer = asyncio.get_running_loop().call_later(left, self._gate_opens)
             return
@@ -174,12 +187,11 @@ class LimitHandler:
         self._wake()
 
     def _learn(self, error: BaseException | None, started: float, in_flight: int, tokens: int | None, gen: int) -> None:
-        if isinstance(error, ErrorResponse) and is_backpressure(error) and error.retry_after:
-            self._shut_gate(error.retry_after)
+        signal = self._gate_learns(error, started, max(1, in_flight))
         if not self._adaptive:
             return
         sample = concurrency.Sample(
-            concurrency.signal_of(error),
+            signal,
             started,
             max(started, time.monotonic()),
             max(1, in_flight),
