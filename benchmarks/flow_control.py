@@ -5,7 +5,7 @@ wave: ``RESILIENT_LLM_CONCURRENCY=fixed``, cap 20, ``RESILIENT_LLM_OUTAGE_WAIT=0
 it, and a bare ``httpx.AsyncClient``; the trainer's ``run_litellm_async`` for the first three. Every cell has its own
 fresh fault server in a child process.
 
-    python -m benchmarks.flow_control [--scenarios clean500,capacity,halving,outage4,outage20] [--repeats 1]
+    python -m benchmarks.flow_control [--scenarios clean500,capacity,halving,outage4,outage20,throttle] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ SCENARIOS: dict[str, tuple[str, int, int, int | None, float | None, float]] = {
     "clean50": ("clean", 1000, 32, None, 0.05, 0.0),
     "outage4": ("clean", 1000, 32, None, 0.05, 4.0),
     "outage20": ("clean", 1000, 32, None, 0.05, 20.0),
+    "throttle": ("throttle", 500, 32, None, None, 0.0),
 }
 HALVE_AT_S = 5.0
 OUTAGE_FROM_S = 0.5
@@ -121,8 +122,8 @@ def run(name: str, client: str, out: Path) -> dict[str, Any]:
         "server_requests": stats["requests"],
         "server_requests_per_call": round(stats["requests"] / calls, 3),
         "peak_in_flight": stats["peak_in_flight"],
-        "refusals_429": stats.get("capacity_refusals", 0),
-        "share_429": round(stats.get("capacity_refusals", 0) / max(1, stats["requests"]), 4),
+        "refusals_429": stats["capacity_refusals"] + stats["rate_refusals"],
+        "share_429": round((stats["capacity_refusals"] + stats["rate_refusals"]) / max(1, stats["requests"]), 4),
         "retry_after_violations": stats["retry_after_violations"],
     }
     if outage_s:
@@ -146,6 +147,7 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--clients", default=",".join(CLIENTS))
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS / "flow_control.json")
     args = parser.parse_args()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -160,7 +162,7 @@ def main() -> None:
                 shown = {k: v for k, v in row.items() if k not in ("limit_series", "latency_ms")}
                 print(json.dumps(shown), flush=True)
     report = {"benchmark": "flow_control", "machine": os.uname().machine, "cpus": os.cpu_count(), "rows": rows}
-    (RESULTS / "flow_control.json").write_text(json.dumps(report, indent=1))
+    args.out.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

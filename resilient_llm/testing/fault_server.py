@@ -8,6 +8,7 @@ faults by kind and Retry-After violations (a request repeated sooner than the Re
 
 ``capacity`` admits at most ``capacity`` requests at once (``set_capacity`` changes it while running) and answers the
 rest with an immediate 429 and Retry-After; ``clean-500ms`` and ``capacity`` answer in 500 +- 100 ms (a judge call).
+``throttle`` is a token bucket (50 requests a second, bursts of 50): a request without a token gets an immediate 429.
 
 Run it alone with ``python -m resilient_llm.testing --profile flaky``; ``GET /_stats`` reports its counters, and
 ``POST /_down``, ``/_capacity``, ``/_script`` steer it (``RemoteFaultServer`` in ``testing/remote.py`` does so).
@@ -25,7 +26,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from resilient_llm.testing.profiles import FAULT_KINDS, KNOWN_MODELS, PROFILES, Counters, Profile, check_capacity
+from resilient_llm.testing.profiles import (
+    FAULT_KINDS,
+    KNOWN_MODELS,
+    PROFILES,
+    Counters,
+    Profile,
+    TokenBucket,
+    check_capacity,
+)
 from resilient_llm.testing.wire import act, error_body, respond
 
 __all__ = ["FAULT_KINDS", "PROFILES", "FaultServer", "Profile"]
@@ -54,6 +63,7 @@ class FaultServer:
         self.latency_s = latency_s
         self.capacity = check_capacity(capacity) if capacity is not None else self._profile.capacity
         self.retry_after_s = retry_after_s
+        self._bucket = TokenBucket(*self._profile.rate) if self._profile.rate else None
         self.hang_s = hang_s
         self._api_key = api_key
         self._port = port
@@ -103,6 +113,7 @@ class FaultServer:
                 "admitted": c.admitted,
                 "peak_admitted": c.peak_admitted,
                 "capacity_refusals": c.capacity_refusals,
+                "rate_refusals": c.rate_refusals,
                 "requests_while_down": c.requests_while_down,
                 "retry_after_violations": c.retry_after_violations,
                 "faults": dict(c.faults),
@@ -252,26 +263,27 @@ class FaultServer:
                 self._counters.retry_after_violations += 1
             seen = self._seen[digest]
             self._seen[digest] += 1
-            admitted = False
+            admitted = at_once = False  # at_once: refused at once (the endpoint is full or out of tokens)
             if self._script:
                 kind = self._script.popleft()
             elif self.down:
                 kind = self.down_kind
                 self._counters.requests_while_down += 1
-            elif self._in_outage(now - self._first_request_at):
+            elif self._profile.in_outage(now - self._first_request_at):
                 kind = "http_503"
             elif self.capacity is not None and self._counters.admitted >= self.capacity:
-                kind = "http_429"
+                kind, at_once = "http_429", True
                 self._counters.capacity_refusals += 1
+            elif self._bucket is not None and not self._bucket.take(now):
+                kind, at_once = "http_429", True
+                self._counters.rate_refusals += 1
             else:
-                kind = self._draw(f"{self._seed}:{digest}:{seen}")
+                kind = self._profile.draw(f"{self._seed}:{digest}:{seen}")
                 admitted = self.capacity is not None
             c = self._counters
             c.admitted += admitted
             c.peak_admitted = max(c.peak_admitted, c.admitted)
-            delay = self._latency(f"{self._seed}:{digest}:{seen}")
-            if not admitted and self.capacity is not None and kind == "http_429":
-                delay = 0.0  # a full endpoint refuses at once
+            delay = 0.0 if at_once else self._latency(f"{self._seed}:{digest}:{seen}")
             if kind in ("http_429", "budget_402"):
                 self._not_before[digest] = now + delay + self.retry_after_s
             self._counters.faults[kind] += 1
@@ -284,15 +296,3 @@ class FaultServer:
             return 0.0
         low, high = self._profile.latency
         return random.Random(seed + ":latency").uniform(low, high)
-
-    def _in_outage(self, since_first: float) -> bool:
-        window = self._profile.outage
-        return window is not None and window[0] <= since_first < window[0] + window[1]
-
-    def _draw(self, seed: str) -> str:
-        point = random.Random(seed).random()
-        for kind, weight in self._profile.faults.items():
-            point -= weight
-            if point < 0:
-                return kind
-        return "ok"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import random
 from collections.abc import Mapping
 
 # Every kind the server can produce; "ok" is a clean answer.
@@ -44,6 +45,19 @@ class Profile:
     outage: tuple[float, float] | None = None  # (starts after s, lasts s): every request gets a 503
     capacity: int | None = None  # requests admitted at once; the rest get an immediate 429 with Retry-After
     latency: tuple[float, float] | None = None  # each answer's latency drawn from [low, high] s, unless latency_s
+    rate: tuple[float, int] | None = None  # a token bucket (requests per s, burst); beyond: an immediate 429
+
+    def draw(self, seed: str) -> str:
+        """The fault kind for one request, from its seed."""
+        point = random.Random(seed).random()
+        for kind, weight in self.faults.items():
+            point -= weight
+            if point < 0:
+                return kind
+        return "ok"
+
+    def in_outage(self, since_first: float) -> bool:
+        return self.outage is not None and self.outage[0] <= since_first < self.outage[0] + self.outage[1]
 
 
 PROFILES: dict[str, Profile] = {
@@ -70,6 +84,7 @@ PROFILES: dict[str, Profile] = {
     "hangs": Profile({"hang": 0.03}),  # otherwise clean: for hedging
     "clean-500ms": Profile(latency=(0.4, 0.6)),  # a short judge call's latency
     "capacity": Profile(capacity=100, latency=(0.4, 0.6)),  # at most 100 in flight, 429 beyond
+    "throttle": Profile(rate=(50.0, 50), latency=(0.04, 0.06)),  # 50 requests/s, bursts of 50, 429 beyond
 }
 
 KNOWN_MODELS = ("openai/gpt-4o-mini", "openai/gpt-4.1-mini", "anthropic/claude-3.5-haiku")
@@ -86,6 +101,7 @@ class Counters:
     admitted: int = 0  # capacity profile: requests holding a slot
     peak_admitted: int = 0
     capacity_refusals: int = 0
+    rate_refusals: int = 0  # throttle profile: requests refused for want of a token
     requests_while_down: int = 0  # requests that met a manual outage (``down``)
     retry_after_violations: int = 0
     faults: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -95,3 +111,23 @@ def check_capacity(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"capacity={value!r}: expected an integer >= 1")
     return value
+
+
+@dataclasses.dataclass
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; a request takes one or is refused."""
+
+    rate: float
+    burst: int
+    tokens: float = -1.0  # full at the first request
+    refilled: float = 0.0
+
+    def take(self, now: float) -> bool:
+        if self.tokens < 0:
+            self.tokens, self.refilled = float(self.burst), now
+        self.tokens = min(float(self.burst), self.tokens + (now - self.refilled) * self.rate)
+        self.refilled = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
