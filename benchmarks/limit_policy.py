@@ -3,7 +3,8 @@
     python -m benchmarks.limit_policy [--seeds 5]
 
 Simulated clock, so the numbers are the policy's alone (no client overhead, no network); every refusal shuts a
-shared gate for its Retry-After, as the issue asks. Results: ``benchmarks/results/limit_policy.json``.
+shared gate for its Retry-After when ``policy/gate.py`` says so (a burst), and every refused call waits its own.
+Results: ``benchmarks/results/limit_policy.json``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,11 @@ def halving(seed: int) -> dict[str, float]:
 def throttle(seed: int) -> dict[str, float]:
     endpoint = Endpoint(rate=50, burst=50, retry_after=1.0, latency=FAST.latency)
     result = simulate(endpoint, callers=32, calls=500, seed=seed)
-    return {"requests_per_call": result.requests / result.completed, "calls_per_s": result.calls_per_s}
+    return {
+        "requests_per_call": result.requests / result.completed,
+        "calls_per_s": result.calls_per_s,
+        "pauses": result.pauses,
+    }
 
 
 def random_refusals(seed: int) -> dict[str, float]:
@@ -67,6 +72,12 @@ def random_refusals(seed: int) -> dict[str, float]:
     adaptive = simulate(endpoint, callers=32, calls=500, seed=seed)
     fixed = simulate(endpoint, callers=32, calls=500, seed=seed, fixed=20)
     return {"adaptive_calls_per_s": adaptive.calls_per_s, "fixed20_calls_per_s": fixed.calls_per_s}
+
+
+def flaky_refusals(seed: int) -> dict[str, float]:
+    endpoint = Endpoint(refuse_share=0.04, retry_after=1.0, latency=FAST.latency)
+    result = simulate(endpoint, callers=32, calls=500, seed=seed)
+    return {"calls_per_s": result.calls_per_s, "pauses": result.pauses}
 
 
 def queue(seed: int) -> dict[str, float]:
@@ -100,6 +111,7 @@ SCENARIOS: dict[str, Callable[[int], dict[str, float]]] = {
     "capacity 100 -> 50 at 8 s, 1000 callers, 5000 calls": halving,
     "token bucket 50/s burst 50, 32 callers, 500 calls, Retry-After 1 s": throttle,
     "60% 429 whatever the load, 32 callers, 500 calls, Retry-After 0.5 s": random_refusals,
+    "4% 429 whatever the load, 32 callers, 500 calls, Retry-After 1 s": flaky_refusals,
     "50 workers + FIFO queue, 200 callers, 6000 calls": queue,
 }
 

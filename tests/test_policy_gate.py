@@ -22,9 +22,9 @@ def test_a_lone_refusal_among_answers_pauses_nobody() -> None:
     assert not is_shut(state, 1.0)
 
 
-def test_three_refusals_among_the_last_six_pause_every_attempt_for_the_retry_after() -> None:
-    """A burst (half of the last six refused) shuts the gate for the Retry-After it was told."""
-    state = run(GateState(), 1.0, "aaarr")
+def test_two_refusals_in_a_row_pause_every_attempt_for_the_retry_after() -> None:
+    """A burst (two attempts refused one after the other) shuts the gate for the Retry-After it was told."""
+    state = run(GateState(), 1.0, "aaarar")
     assert not is_shut(state, 1.0)
     state = run(state, 1.0, "r")
     assert is_shut(state, 1.5)
@@ -33,7 +33,7 @@ def test_three_refusals_among_the_last_six_pause_every_attempt_for_the_retry_aft
 
 def test_refusals_of_attempts_sent_before_the_pause_ended_do_not_lengthen_it() -> None:
     """The rest of a burst, coming back during the pause, is already answered by it: one burst costs one wait."""
-    state = run(GateState(), 1.0, "rrr")
+    state = run(GateState(), 1.0, "rr")
     state = run(state, 1.5, "rrrrrr", sent=0.9)
     assert state.shut_until == 2.0
 
@@ -51,7 +51,7 @@ def test_pauses_after_which_low_load_attempts_are_answered_keep_being_used() -> 
     state = GateState()
     for cycle in range(5):
         now = cycle * 2.0
-        state = run(state, now, "rrr")
+        state = run(state, now, "rr")
         assert is_shut(state, now + 0.5)
         state = run(state, now + 1.05, "aaaaaaaa", sent=now + 1.0, in_flight=4)
     assert not refusals_ignore_load(state, 10.0)
@@ -62,21 +62,21 @@ def test_futile_pauses_rest_the_gate_and_tell_the_limit_to_ignore_refusals() -> 
     for ``rest_s`` (and the limit stops learning from refusals), then pausing is tried again."""
     state = GateState()
     for cycle in range(2):
-        now = cycle * 2.0
-        state = run(state, now, "rrr")
+        now = cycle * 3.0
+        state = run(state, now, "rr")
         assert is_shut(state, now + 0.5)
-        state = run(state, now + 1.05, "rarararr", sent=now + 1.0, in_flight=4)
-    assert refusals_ignore_load(state, 4.0)
-    state = run(state, 4.0, "rrrrrr")
-    assert not is_shut(state, 4.0)
-    later = 4.0 + POLICY.rest_s
+        state = run(state, now + 1.05, "rarrarar", sent=now + 1.0, in_flight=4)
+    assert refusals_ignore_load(state, 6.0)
+    state = run(state, 6.0, "rrrrrr")
+    assert not is_shut(state, 6.0)
+    later = 4.1 + POLICY.rest_s
     assert not refusals_ignore_load(state, later)
-    assert is_shut(run(state, later, "rrrrrr"), later + 0.5)
+    assert is_shut(run(state, later, "rr"), later + 0.5)
 
 
 def test_attempts_sent_at_a_high_load_do_not_judge_a_pause() -> None:
     """Only attempts sent while few were in flight judge a pause: the load question is asked at a low load."""
-    state = run(GateState(), 0.0, "rrr")
+    state = run(GateState(), 0.0, "rr")
     state = run(state, 1.05, "rrrrrrrr", sent=1.0, in_flight=50)
     assert state.judging is not None
     assert state.futile == 0

@@ -53,7 +53,7 @@ class _QueueTimeout(Exception):
     """A queued attempt's wait for a slot ran out."""
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
+def _expire(waiter: asyncio.Future[int]) -> None:
     if not waiter.done():
         waiter.set_exception(_QueueTimeout())
 
@@ -79,7 +79,7 @@ class LimitHandler:
         self._shared = shared
         self._log = logger
         self.in_flight = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[int]] = collections.deque()
         self._gate_policy = gate.GatePolicy()
         self._gate = gate.GateState()
         self._gate_timer: asyncio.TimerHandle | None = None
@@ -95,7 +95,7 @@ class LimitHandler:
 
     async def handle(self, request: ChatRequest) -> ChatResult:
         ends = time.monotonic() + request.timeout if request.deadline is None else request.deadline
-        await self._acquire(max(0.0, ends - time.monotonic()))
+        granted_at = await self._acquire(max(0.0, ends - time.monotonic()))
         lease = None
         try:
             if not self._may_send():
@@ -104,7 +104,7 @@ class LimitHandler:
                 lease = await self._shared.acquire(self.limit, max(0.0, ends - time.monotonic()))
                 self._adopt(lease.limit, lease.generation)
             started = time.monotonic()
-            in_flight = lease.in_flight if lease is not None and lease.in_flight else self.in_flight
+            in_flight = lease.in_flight if lease is not None and lease.in_flight else granted_at
             current_ledger().limit = self.limit
             try:
                 result = await self._inner.handle(request)
@@ -118,18 +118,20 @@ class LimitHandler:
                 self._shared.release(lease)
             self._release()
 
-    async def _acquire(self, timeout: float) -> None:  # noqa: ASYNC109  (the call's remaining deadline)
-        """A slot in arrival order, within ``timeout`` (what is left of the call's deadline: waiting counts too)."""
+    async def _acquire(self, timeout: float) -> int:  # noqa: ASYNC109  (the call's remaining deadline)
+        """A slot in arrival order, within ``timeout`` (what is left of the call's deadline: waiting counts too);
+        returns the attempts in flight once it was granted, itself included (not when it gets to run: slots freed
+        together are granted one after another, and the load each attempt went out at is what the policies ask)."""
         if not self._waiters and self.in_flight < self.limit and not self._gate_shut():
             self.in_flight += 1
-            return
+            return self.in_flight
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
+        waiter: asyncio.Future[int] = loop.create_future()
         self._waiters.append(waiter)
         # A timer instead of wait_for(shield(...)): a queued attempt holds one future and one timer handle, no more.
         timer = loop.call_later(timeout, _expire, waiter)
         try:
-            await waiter
+            return await waiter
         except BaseException as exc:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self._release()  # the slot was handed over as we gave up: pass it on
@@ -151,7 +153,7 @@ class LimitHandler:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 self.in_flight += 1
-                waiter.set_result(None)
+                waiter.set_result(self.in_flight)
 
     def _gate_shut(self) -> bool:
         return gate.is_shut(self._gate, time.monotonic())
@@ -174,6 +176,8 @@ class LimitHandler:
             self._gate_timer = asyncio.get_running_loop().call_later(seconds, self._gate_opens)
             if self._shared is not None:
                 self._shared.shut_gate(seconds)
+            if self._log is not None:
+                self._log.info("gate_pause", seconds=round(seconds, 3), burst_share=round(self._gate.burst_share, 2))
         if refused and gate.refusals_ignore_load(self._gate, now):
             return concurrency.Signal.FAILURE
         return signal
