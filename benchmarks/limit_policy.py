@@ -2,7 +2,7 @@
 
     python -m benchmarks.limit_policy [--seeds 5]
 
-Simulated clock, so the numbers are the policy's alone (no client overhead, no network); every refusal shuts a
+Simulated clock, so the numbers are the policy's alone (no client overhead, no network); a refusal shuts a
 shared gate for its Retry-After when ``policy/gate.py`` says so (a burst), and every refused call waits its own.
 Results: ``benchmarks/results/limit_policy.json``.
 """
