@@ -18,22 +18,24 @@ from tests.conftest import MODEL, call_lines, read_log
 WAITING = {"breaker_fail_max": 3, "breaker_reset_timeout": 0.2, "timeout": 20.0}
 
 
-def test_probes_are_spaced_by_a_tenth_of_the_outage_within_base_and_cap() -> None:
-    """1 s apart early on, 2 s after 20 s of outage, 30 s once it lasts 5 minutes; jitter adds at most 10%."""
-    assert [probe_delay(t, base=1.0, cap=30.0, jitter=0.0) for t in (0, 5, 20, 120, 300, 3600)] == [
+def test_probes_are_spaced_by_a_twentieth_of_the_outage_within_base_and_cap() -> None:
+    """1 s apart for the first 20 s of outage, 6 s after 2 minutes, 30 s once it lasts 10; jitter adds at most 10%."""
+    assert [probe_delay(t, base=1.0, cap=30.0, jitter=0.0) for t in (0, 5, 20, 120, 600, 3600)] == [
         1.0,
         1.0,
-        2.0,
-        12.0,
+        1.0,
+        6.0,
         30.0,
         30.0,
     ]
     assert probe_delay(0, base=1.0, cap=30.0, jitter=1.0) == pytest.approx(1.1)
-    elapsed, trials = 0.0, 0
+    elapsed, trials, late = 0.0, 0, 0
     while elapsed < 3600:
         elapsed += probe_delay(elapsed, base=1.0, cap=30.0, jitter=0.5)
         trials += 1
-    assert trials / 60 < 3.0  # a few requests a minute into a one-hour outage
+        late += elapsed > 600
+    assert trials / 60 < 3.5  # a few requests a minute into a one-hour outage
+    assert late / 50 <= 2.0  # two a minute once it has lasted ten minutes
 
 
 def test_the_budget_counts_from_the_first_meeting_and_never_passes_the_call_timeout() -> None:

@@ -38,14 +38,17 @@ def verdict(error: BaseException | None) -> Verdict:
 
 
 def probe_delay(outage_s: float, *, base: float, cap: float, jitter: float) -> float:
-    """Seconds from the breaker (re)opening to the next trial, a tenth of how long the outage has lasted so far,
+    """Seconds from the breaker (re)opening to the next trial, a twentieth of how long the outage has lasted so far,
     within ``[base, cap]``; ``jitter`` (0..1, drawn by the caller) spreads processes that opened together by up to 10%.
 
-    So recovery is noticed within about a tenth of the outage (a blip within ``base``, a 20 s outage within ~2 s),
-    while a long outage costs the endpoint little: from 1 s to a 30 s cap, an hour's outage is ~150 trials, about
-    two and a half a minute. (Doubling per failed trial costs fewer trials but notices a 20 s outage's end ~10 s late.)
+    So recovery is noticed within about a twentieth of the outage (a blip or a 20 s outage within ``base``, a minute's
+    within 3 s): a trainer's step waits on it, and draining the calls that waited takes a second or two more. A long
+    outage still costs the endpoint little: ~20 trials in the first 20 s, then spacing grows to the 30 s cap after 10
+    minutes, two a minute from then on (an hour: ~180 trials). Doubling per failed trial costs fewer trials but notices
+    a 20 s outage's end ~10 s late; a tenth of the outage (the earlier rule) noticed it ~2 s late, most of the 3 s a
+    step may lose after the endpoint is back.
     """
-    return min(cap, max(base, outage_s / 10.0)) * (1.0 + 0.1 * jitter)
+    return min(cap, max(base, outage_s / 20.0)) * (1.0 + 0.1 * jitter)
 
 
 def outage_budget_left(now: float, waiting_since: float, *, budget: float, call_ends: float) -> float:
