@@ -37,6 +37,12 @@ SCENARIOS: dict[str, tuple[str, int, int, int | None, float | None, float]] = {
     "outage20": ("clean", 1000, 32, None, 0.05, 20.0),
     "throttle": ("throttle", 500, 32, None, None, 0.0),
 }
+SCENARIO_TEXT = (
+    "clean500: 500 +- 100 ms answers, 1000 calls, 64 callers. capacity: at most 100 in flight (429 + Retry-After 1 s "
+    "beyond), 500 ms, 3000 calls, 1000 callers. halving: capacity 100 -> 50 at t=5 s. throttle: token bucket 50/s, "
+    "bursts of 50 (429 + Retry-After 1 s beyond), 50 ms answers, 500 calls, 32 callers. outage4/outage20: 50 ms "
+    "answers, 1000 calls, 32 callers, every connection reset from t=0.5 s for 4 / 20 s."
+)
 HALVE_AT_S = 5.0
 OUTAGE_FROM_S = 0.5
 
@@ -142,6 +148,45 @@ def run(name: str, client: str, out: Path) -> dict[str, Any]:
     return row
 
 
+COLUMNS = (
+    ("scenario", "scenario"),
+    ("client", "client"),
+    ("repeat", "run"),
+    ("real_answers", "real"),
+    ("neutral", "neutral"),
+    ("exceptions", "exc"),
+    ("calls_per_s", "calls/s"),
+    ("client_cpu_ms_per_call", "cpu ms/call"),
+    ("server_requests_per_call", "req/call"),
+    ("share_429", "429 share"),
+    ("retry_after_violations", "RA viol."),
+    ("peak_in_flight", "peak in flight"),
+    ("requests_into_dead_endpoint", "into outage"),
+    ("run_ends_after_recovery_s", "ends after recovery s"),
+    ("limit_10s_after_halving", "limit 10 s after halving"),
+    ("share_429_from_halving_plus_10s", "429 share from +10 s"),
+)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The rows as a table, grouped by scenario and client (repeats side by side)."""
+    rows = sorted(report["rows"], key=lambda r: (list(SCENARIOS).index(r["scenario"]), CLIENTS.index(r["client"])))
+    lines = [
+        "# Flow control and outages, side by side",
+        "",
+        f"`python -m benchmarks.flow_control --repeats {1 + max(r.get('repeat', 0) for r in rows)}` on a shared "
+        f"{report.get('cpus', 2)}-core machine. " + (__doc__ or "").split("\n\n")[1].replace("\n", " "),
+        "",
+        SCENARIO_TEXT,
+        "",
+        "| " + " | ".join(title for _, title in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join("" if row.get(key) is None else str(row[key]) for key, _ in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
@@ -163,6 +208,7 @@ def main() -> None:
                 print(json.dumps(shown), flush=True)
     report = {"benchmark": "flow_control", "machine": os.uname().machine, "cpus": os.cpu_count(), "rows": rows}
     args.out.write_text(json.dumps(report, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(report))
 
 
 if __name__ == "__main__":
