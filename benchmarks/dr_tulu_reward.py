@@ -157,27 +157,20 @@ def _citation_reward(question: str, response: str, snippets: dict[str, str]) -> 
     model = os.environ["CITATION_JUDGE_MODEL"]
     cited = [(ids.split(",")[-1], text.strip()) for ids, text in CITE.findall(response)]
     uncited = [part.strip() for part in CITE.split(response)[::3] if part.strip()]
+    uncited += [claim for sid, claim in cited if sid not in snippets]  # a made-up id cites nothing
     f1s = []
     for claim in uncited:  # precision 1 (nothing cited); recall 1 unless the judge says it needed a citation
         need = run_utils.run_litellm(model, NEEDS_CITATION.format(question=question, response=response, claim=claim))
         f1s.append(1.0 - _rating(need, "Need Citation:", {"yes": 1.0}))
     for sid, claim in cited:
-        if sid not in snippets:  # a made-up id cites nothing: judged like an uncited sentence
-            need = run_utils.run_litellm(
-                model, NEEDS_CITATION.format(question=question, response=response, claim=claim)
-            )
-            f1s.append(1.0 - _rating(need, "Need Citation:", {"yes": 1.0}))
-            continue
-        prompt = {"question": question, "claim": claim, "snippets": snippets[sid]}
-        recall = _rating(
-            run_utils.run_litellm(model, SUPPORTED.format(**prompt)),
-            "Rating:",
-            {"fully supported": 1.0, "partially supported": 0.5},
-        )
-        precision = _rating(run_utils.run_litellm(model, RELEVANT.format(**prompt)), "Rating:", {"relevant": 1.0})
-        f1s.append(2 * recall * precision / (recall + precision) if recall + precision else 0.0)
-    valid_ids = {sid for sid, _ in cited}
-    id_share = len(valid_ids & snippets.keys()) / len(valid_ids) if valid_ids else 0.0
+        if sid in snippets:
+            prompt = {"question": question, "claim": claim, "snippets": snippets[sid]}
+            supported = run_utils.run_litellm(model, SUPPORTED.format(**prompt))
+            recall = _rating(supported, "Rating:", {"fully supported": 1.0, "partially supported": 0.5})
+            precision = _rating(run_utils.run_litellm(model, RELEVANT.format(**prompt)), "Rating:", {"relevant": 1.0})
+            f1s.append(2 * recall * precision / (recall + precision) if recall + precision else 0.0)
+    cited_ids = {sid for sid, _ in cited}
+    id_share = len(cited_ids & snippets.keys()) / len(cited_ids) if cited_ids else 0.0  # no made-up ids
     return 0.6 * (sum(f1s) / len(f1s) if f1s else 0.0) + 0.4 * id_share
 
 

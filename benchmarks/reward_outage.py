@@ -108,7 +108,14 @@ def outage_row(args: argparse.Namespace, server: RemoteFaultServer, reward: Rewa
     log = RESULTS / f"reward_outage.{setting}.outage.jsonl"
     outage = run_step(server, reward, samples, setting, log, (args.outage_start, args.outage), args.workers)
     summary = {k: v for k, v in outage.items() if k != "rewards"}
-    return {"setting": setting, **compare(reference, outage), **summary, "reference_wall_s": reference["wall_s"]}
+    added = round(outage["wall_s"] - reference["wall_s"], 3)  # what the outage cost the step
+    return {
+        "setting": setting,
+        **compare(reference, outage),
+        **summary,
+        "reference_wall_s": reference["wall_s"],
+        "added_s": added,
+    }
 
 
 def spread(rows: list[dict[str, Any]], key: str) -> str:
@@ -118,23 +125,16 @@ def spread(rows: list[dict[str, Any]], key: str) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    keys: tuple[str, ...] = (
-        "equal",
-        "raised",
-        "lowered",
-        "rubric_lowered",
-        "citation_raised",
-        "judge_calls",
-        "neutral",
-    )
-    keys += ("requests_into_outage", "wall_s", "after_recovery_s", "reference_wall_s")
+    counts = ("equal", "raised", "lowered", "rubric_lowered", "citation_raised", "judge_calls", "neutral")
+    keys = (*counts, "requests_into_outage", "wall_s", "reference_wall_s", "added_s", "after_recovery_s")
+    run = report["settings"]
     lines = [
-        f"# DR Tulu's reward through a {report['settings']['outage']:g} s outage",
+        f"# DR Tulu's reward through a {run['outage']:g} s outage",
         "",
-        f"Reward: {report['reward']}. {report['settings']['samples']} samples (seed {report['settings']['seed']}), "
-        f"{report['settings']['workers']} rollouts at a time, {report['settings']['latency']:g} s per answer; "
-        f"endpoint resets every connection from {report['settings']['outage_start']:g} s into the step. "
-        f"Command: `{report['command']}`. Ranges are min-max over {report['settings']['repeats']} repeats.",
+        f"Reward: {report['reward']}{run['label']}. {run['samples']} samples (seed {run['seed']}), "
+        f"{run['workers']} rollouts at a time, {run['latency']:g} s per answer; the endpoint resets every "
+        f"connection from {run['outage_start']:g} s into the step. Command: `{report['command']}`. "
+        f"Ranges: min-max over {run['repeats']} repeats.",
         "",
         "| setting | samples | " + " | ".join(keys) + " |",
         "| --- | ---: | " + " | ".join("---:" for _ in keys) + " |",
@@ -149,7 +149,8 @@ def markdown(report: dict[str, Any]) -> str:
         "equal: samples whose reward equals the no-outage reference; raised/lowered: the others; rubric_lowered /",
         "citation_raised: samples whose rubric part fell / citation part rose; judge_calls and neutral: from the call",
         "log; requests_into_outage: requests the dead endpoint saw; after_recovery_s: the step's end after the",
-        "endpoint came back (negative: it ended during the outage); reference_wall_s: the same step without outage.",
+        "endpoint came back (negative: it ended during the outage); reference_wall_s: the same step without outage;",
+        "added_s: wall_s - reference_wall_s, what the outage cost the step.",
     ]
     if report.get("dr_tulu_modules"):
         lines += ["", "DR Tulu modules (sha256, first 16 hex): " + json.dumps(report["dr_tulu_modules"])]
@@ -159,6 +160,7 @@ def markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--dr-tulu", type=Path, default=None, help="a DR Tulu checkout (holding open_instruct/)")
+    parser.add_argument("--label", default="", help="said after the reward's name, e.g. which DR Tulu commit")
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--outage", type=float, default=5.0)
