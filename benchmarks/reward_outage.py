@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import threading
@@ -119,9 +120,10 @@ def outage_row(args: argparse.Namespace, server: RemoteFaultServer, reward: Rewa
 
 
 def spread(rows: list[dict[str, Any]], key: str) -> str:
+    """The value over the repeats, or its range: ``12``, ``5.78 to 6.08``."""
     values = [row[key] for row in rows]
-    low, high = min(values), max(values)
-    return f"{low:g}" if low == high else f"{low:g}-{high:g}"
+    low, high = (f"{v:.2f}" if isinstance(v, float) else str(v) for v in (min(values), max(values)))
+    return low if low == high else f"{low} to {high}"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -187,7 +189,7 @@ def main() -> None:
         if modules
         else "the replica (benchmarks/dr_tulu_reward.py)",
         "dr_tulu_modules": modules,
-        "command": " ".join(["python -m benchmarks.reward_outage", *sys.argv[1:]]),
+        "command": "python -m benchmarks.reward_outage " + shlex.join(sys.argv[1:]),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "cpus": os.cpu_count(),
         "rows": rows,
