@@ -16,9 +16,10 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM would fetch it from the internet
 
@@ -28,6 +29,20 @@ from resilient_llm.testing.remote import RemoteFaultServer
 
 MODEL = "openai/gpt-4o-mini"
 RESULTS = Path(__file__).parent / "results"
+T = TypeVar("T")
+
+
+def trainer_batch(score_rollout: Callable[[int], T], rollouts: int, workers: int) -> list[T | BaseException]:
+    """One batch as the trainer scores it: ``asyncio.run`` over the batch, each rollout on a pool thread
+    (``run_in_executor``) that may run its own ``asyncio.run``; a rollout that raised has its exception in its place."""
+
+    async def batch() -> list[T | BaseException]:
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(workers) as pool:
+            rollout_futures = (loop.run_in_executor(pool, score_rollout, r) for r in range(rollouts))
+            return list(await asyncio.gather(*rollout_futures, return_exceptions=True))
+
+    return asyncio.run(batch())
 
 
 def run_pattern(rollouts: int, calls_per_rollout: int, workers: int, tag: str) -> dict[str, Any]:
@@ -41,19 +56,12 @@ def run_pattern(rollouts: int, calls_per_rollout: int, workers: int, tag: str) -
 
         return asyncio.run(judge())
 
-    async def batch() -> None:
-        loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(workers) as pool:
-            for outcome in await asyncio.gather(
-                *(loop.run_in_executor(pool, score_rollout, r) for r in range(rollouts)), return_exceptions=True
-            ):
-                if isinstance(outcome, BaseException):
-                    exceptions.append(repr(outcome))
-                else:
-                    answers.extend(outcome)
-
     started = time.perf_counter()
-    asyncio.run(batch())
+    for outcome in trainer_batch(score_rollout, rollouts, workers):
+        if isinstance(outcome, BaseException):
+            exceptions.append(repr(outcome))
+        else:
+            answers.extend(outcome)
     wall = time.perf_counter() - started
     calls = rollouts * calls_per_rollout
     real = sum(a.startswith('{"score"') for a in answers)

@@ -11,6 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from resilient_llm.testing.judge_answers import citation_rating
+
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden"}
 REASONS |= {404: "Not Found", 408: "Request Timeout", 422: "Unprocessable Entity", 429: "Too Many Requests"}
 REASONS |= {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
@@ -80,16 +82,19 @@ async def act(
 
 
 def answer_body(body: bytes) -> dict[str, Any]:
-    """The deterministic completion for a request body: a rubric-style score derived from its hash."""
+    """The deterministic completion for a request body, from its hash: a rubric-style score, or a citation rating."""
     digest = hashlib.sha256(body).hexdigest()
     try:
         request = json.loads(body)
         model = str(request.get("model", "unknown"))
-        prompt_chars = sum(len(str(m.get("content", ""))) for m in request.get("messages", []))
+        contents = [str(m.get("content", "")) for m in request.get("messages", [])]
     except (ValueError, AttributeError, TypeError):
-        model, prompt_chars = "unknown", 0
+        model, contents = "unknown", []
+    prompt, prompt_chars = "\n".join(contents), sum(map(len, contents))
     content = json.dumps({"score": int(digest[:8], 16) % 3, "id": digest[:12]})
-    if b"positive_rubrics" in body:  # a rubric-generation prompt gets the shape it asks for
+    if (rating := citation_rating(prompt, digest)) is not None:  # DR Tulu's citation judge: a [[rating]]
+        content = rating
+    elif b"positive_rubrics" in body:  # a rubric-generation prompt gets the shape it asks for
         content = json.dumps(
             {"positive_rubrics": [f"covers {digest[:6]}"], "negative_rubrics": [f"omits {digest[6:12]}"]}
         )
