@@ -7,18 +7,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from resilient_llm import Engine, Outcome
 from resilient_llm.testing.fault_server import FaultServer
 from tests.conftest import MODEL, call_lines
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="layers/breaker.py adds the whole time since the call first met the open breaker at every admission, "
-    "so a call that makes several failed trials counts its wait again each time (found by benchmarks.reward_outage)",
-)
 def test_a_call_that_probes_several_times_counts_its_wait_once(
     server: FaultServer, make_engine: Callable[..., Engine], log_path: Path
 ) -> None:

@@ -165,8 +165,6 @@ class BreakerHandler:
             state == pybreaker.STATE_HALF_OPEN and self._trials < self._config.half_open_trials
         )
         if admitted:
-            if met_open_at is not None:
-                current_ledger().waited_s += time.monotonic() - met_open_at
             if state == pybreaker.STATE_HALF_OPEN:
                 self._trials += 1
                 return True
@@ -177,7 +175,6 @@ class BreakerHandler:
         left = outage_budget_left(now, met_open_at, budget=self._outage_wait, call_ends=call_ends)
         if left <= 0:
             waited = now - met_open_at
-            current_ledger().waited_s += waited
             if self._outage is not None:
                 self._outage.out_of_budget += 1
             detail = "open" if state == pybreaker.STATE_OPEN else "trial in progress"
@@ -186,8 +183,11 @@ class BreakerHandler:
         if self._blocking:
             pause = min(pause, SHARED_STATE_POLL_S)
         wakeup = self._wakeup
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup.wait(), pause)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), pause)
+        finally:  # only the time spent here: a call that makes several trials must not count its first wait again
+            current_ledger().waited_s += time.monotonic() - now
         return None
 
     async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:
