@@ -13,16 +13,11 @@ start or the end, Netflix's rule): an idle limit has learned nothing and must no
 
 **Refusals** (429, in-flight-budget 402) are judged once per window (one round trip and at least
 ``min_window_samples`` attempts). When every refused attempt had at least as many in flight as every answered one,
-the endpoint's capacity is in between: cut to ``backoff_ratio`` times the lowest refused level (after a slow-start
-overshoot that is just under capacity, not 90% of the overshoot), and let CUBIC level off one below it. The cut that
-ends slow start goes twice as deep (``backoff_ratio`` squared): attempts sent as the limit tripled in one round trip
-met the endpoint full of their elders, and refused ones still in transit count as in flight, so the lowest refused
-level there lies above the capacity (~113 at 100); a 10% cut left the limit over it and drew a second burst and a
-second pause (capacity profile: 153-159 calls/s with one 10% cut, 172-173 with this one). Refusals
-among answers at higher levels are not about our concurrency (a rate limiter, other clients): the shared
-Retry-After gate paces those, and cutting would only shrink the limit towards 1. Once per window means a burst of
-429s from one overload counts once; attempts sent before a decrease are not judged again. Without Retry-After and
-without bursts, load-independent refusals look like capacity ones, and the limit falls as AIMD's does.
+the endpoint's capacity is in between: cut to ``backoff_ratio`` times the lowest refused level, and let CUBIC level
+off one below it. The cut ending slow start is squared: refusals in transit count as in flight, so an overshoot's
+lowest refused level lies above capacity (~113 at 100; one 10% cut left the limit over it, drawing a second pause).
+Refusals among answers at higher levels are not about our concurrency: the gate (``policy/gate.py``) paces those.
+Once per window: a burst of 429s counts once; attempts sent before a decrease are not judged again.
 
 **Timeouts** of an attempt cut by ``backoff_ratio`` at once, as a drop (Netflix AIMD), at most once per limit.
 
