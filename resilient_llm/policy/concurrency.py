@@ -16,8 +16,9 @@ start or the end, Netflix's rule): an idle limit has learned nothing and must no
 the endpoint's capacity is in between: cut to ``backoff_ratio`` times the lowest refused level, and let CUBIC level
 off one below it. The cut ending slow start is squared: refusals in transit count as in flight, so an overshoot's
 lowest refused level lies above capacity (~113 at 100; one 10% cut left the limit over it, drawing a second pause).
-Refusals among answers at higher levels are not about our concurrency: the gate (``policy/gate.py``) paces those.
-Once per window: a burst of 429s counts once; attempts sent before a decrease are not judged again.
+Refusals among answers at higher levels, or a lone one while the limit idles (it cut 54 to 4 between a trainer's
+batches), are not about our concurrency: the gate (``policy/gate.py``) paces those. Once per window: a burst of
+429s counts once; attempts sent before a decrease are not judged again.
 
 **Timeouts** of an attempt cut by ``backoff_ratio`` at once, as a drop (Netflix AIMD), at most once per limit.
 
@@ -36,9 +37,8 @@ slower decoding. 32 tokens is about where decoding (10-20 ms a token) outweighs 
 
 **Bounds.** ``min_limit`` 1; ``max_limit`` 256, the ceiling the HTTP pool is sized to: 256 sockets fit the common
 1024 open-files limit beside a second route's pool and the trainer's files, and 256 judge calls in flight at 1-2 s
-are 130-250 calls/s, a step's thousands of judge calls in seconds; OpenRouter's limits are per account, so the
-provider pushes back before that binds. Failures without a signal (resets, 5xx: the breaker's business) and
-cancelled attempts change nothing.
+are 130-250 calls/s, a step's thousands of judge calls in seconds; OpenRouter's limits are per account, so it pushes
+back before that binds. Failures without a signal (resets, 5xx: the breaker's) and cancelled attempts change nothing.
 """
 
 from __future__ import annotations
@@ -237,10 +237,10 @@ def _judge(config: LimitPolicy, state: LimitState, window: Window, sample: Sampl
         return dataclasses.replace(state, window=window)
     state = dataclasses.replace(state, window=Window())
     refused = window.refused_min
-    if refused is not None and refused >= config.separation * window.answered_max:
-        # Refused above every level that got answers: the edge of the endpoint's capacity, so cut to just below
-        # it. Nothing answered: no edge seen, a plain multiplicative decrease. Refusals among answers at higher
-        # levels are not about our concurrency (a rate limiter, another client): the shared gate paces them.
+    hiccup = window.samples - window.answered < 2 and window.peak < config.min_utilisation * state.limit
+    if refused is not None and refused >= config.separation * window.answered_max and not hiccup:
+        # Refused above every level that got answers: the edge of the endpoint's capacity, so cut to just below it.
+        # Nothing answered: no edge seen, a plain multiplicative decrease. One refusal while the limit idled: a hiccup.
         level = min(state.limit, float(refused)) if window.answered_max else state.limit
         ratio = config.backoff_ratio**2 if state.slow_start else config.backoff_ratio
         return _decrease(config, state, level, ratio, sample.end, "backpressure")
