@@ -153,6 +153,13 @@ def test_refusals_among_answers_at_higher_levels_do_not_cut() -> None:
     assert not [s for s in states if s.reason == "backpressure"]
 
 
+def test_a_timeout_while_the_limit_idles_cuts_the_limit_not_to_the_idle_level() -> None:
+    """A hang at 2 in flight under a limit of 42 is a plain 10% drop, not a cut to 2."""
+    state = feed(initial_state(CONFIG), rounds(1, 20))[-1]  # 42 permits
+    cut = feed(state, [Sample(Signal.TIMEOUT, 1.0, 31.0, 2)])[-1]
+    assert cut.permits == int(0.9 * 42)
+
+
 def test_timeouts_cut_once_per_limit() -> None:
     """Attempt timeouts are drops: the first cuts by 10%, those sent before it change nothing."""
     state = initial_state(CONFIG)

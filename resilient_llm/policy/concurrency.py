@@ -1,8 +1,7 @@
 """Adaptive concurrency: how many attempts one endpoint should have in flight, learned from attempts that finish.
 
-Pure: no clock, no I/O. The caller hands each finished attempt in as a ``Sample`` (start and end on its monotonic
-clock, attempts in flight at both, what came back) and keeps the returned ``LimitState``. Anchors: Netflix
-concurrency-limits (AIMD, Vegas, Gradient2), Envoy's adaptive concurrency filter, TCP (slow start, CUBIC).
+Pure: no clock, no I/O. The caller hands each finished attempt in as a ``Sample`` (start, end, in flight at both,
+what came back) and keeps the ``LimitState``. Anchors: Netflix concurrency-limits, Envoy's adaptive concurrency, TCP.
 
 **Growth.** Until the first decrease, every answer adds 2 permits (slow start, x3 per round trip): from the old
 fixed cap of 20, 64 callers are served after one round trip. After a decrease, CUBIC (RFC 9438) on the time since
@@ -20,7 +19,8 @@ Refusals among answers at higher levels, or a lone one while the limit idles (it
 batches), are not about our concurrency: the gate (``policy/gate.py``) paces those. Once per window: a burst of
 429s counts once; attempts sent before a decrease are not judged again.
 
-**Timeouts** of an attempt cut by ``backoff_ratio`` at once, as a drop (Netflix AIMD), at most once per limit.
+**Timeouts** cut by ``backoff_ratio`` at once, as a drop (Netflix AIMD), once per limit: from the level in use, or
+from the limit when it idled (a hang at 2 in flight cut 54 to 2 between a trainer's batches).
 
 **Queueing** (Gradient2 with rttTolerance, Envoy's gradient controller): a window whose mean latency signal exceeds
 ``tolerance`` times the baseline, while the limit was in use, cuts the limit by ``tolerance * baseline / mean``,
@@ -207,7 +207,8 @@ def update(config: LimitPolicy, state: LimitState, sample: Sample) -> LimitState
     if sample.signal in (Signal.FAILURE, Signal.CANCELLED) or sample.start < state.decreased_at:
         return state  # no news, or news about a limit already left behind
     if sample.signal is Signal.TIMEOUT:
-        level = min(state.limit, max(sample.in_flight, sample.in_flight_end or 0))
+        level = float(max(sample.in_flight, sample.in_flight_end or 0))
+        level = state.limit if level < config.min_utilisation * state.limit else min(state.limit, level)
         return _decrease(config, state, level, config.backoff_ratio, sample.end, "timeout")
     if sample.signal is Signal.OK:
         state = _grow(config, state, sample)
@@ -239,8 +240,7 @@ def _judge(config: LimitPolicy, state: LimitState, window: Window, sample: Sampl
     refused = window.refused_min
     hiccup = window.samples - window.answered < 2 and window.peak < config.min_utilisation * state.limit
     if refused is not None and refused >= config.separation * window.answered_max and not hiccup:
-        # Refused above every level that got answers: the edge of the endpoint's capacity, so cut to just below it.
-        # Nothing answered: no edge seen, a plain multiplicative decrease. One refusal while the limit idled: a hiccup.
+        # Refused above every level that got answers: the capacity's edge, cut just below it (none answered: plain cut).
         level = min(state.limit, float(refused)) if window.answered_max else state.limit
         ratio = config.backoff_ratio**2 if state.slow_start else config.backoff_ratio
         return _decrease(config, state, level, ratio, sample.end, "backpressure")
