@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from resilient_llm.errors import ConfigError
 from resilient_llm.policy.gate import GatePolicy, GateState, finished, is_shut, refusals_ignore_load
 
 POLICY = GatePolicy()
@@ -80,3 +83,10 @@ def test_attempts_sent_at_a_high_load_do_not_judge_a_pause() -> None:
     state = run(state, 1.05, "rrrrrrrr", sent=1.0, in_flight=50)
     assert state.judging is not None
     assert state.futile == 0
+
+
+def test_a_bad_gate_policy_is_a_config_error_naming_the_accepted_values() -> None:
+    """A window of 0 or a share above 1 fails at construction, saying what is accepted."""
+    for bad in ({"window": 0}, {"burst_share": 1.5}, {"rest_s": -1.0}):
+        with pytest.raises(ConfigError, match="burst_share in"):
+            GatePolicy(**bad)

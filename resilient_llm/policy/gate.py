@@ -25,6 +25,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from resilient_llm.errors import ConfigError
+
 
 @dataclass(frozen=True, slots=True)
 class GatePolicy:
@@ -33,6 +35,14 @@ class GatePolicy:
     judge_after: int = 8  # low-load attempts sent after a pause that judge whether it helped
     futile_limit: int = 2  # pauses in a row that did not help before pausing rests
     rest_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        counts = (self.window, self.judge_after, self.futile_limit)
+        if min(counts) < 1 or not 0 < self.burst_share <= 1 or not 0 <= self.rest_s < math.inf:
+            raise ConfigError(
+                f"gate policy {self!r}: expected window, judge_after, futile_limit >= 1, burst_share in (0, 1], "
+                "rest_s a finite number >= 0"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +79,11 @@ def finished(
     if not refused or not retry_after or retry_after < 0 or now < state.rest_until or share < policy.burst_share:
         return state
     until = now + retry_after
-    if state.judging is None:
+    if state.judging is None or state.judging[1] != math.inf:  # nothing judged, or a sample that never filled up
         return dataclasses.replace(
             state, recent=(), shut_until=until, burst_share=share, judging=(until, math.inf), judged=0, judged_refused=0
         )
-    # The last pause is still being judged: the attempts sent before this one began are its sample.
+    # The last pause is still being judged: the attempts sent since it ended, until this one began, are its sample.
     judging = (state.judging[0], min(state.judging[1], now))
     return dataclasses.replace(state, recent=(), shut_until=until, judging=judging)
 
