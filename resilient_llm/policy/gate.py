@@ -79,7 +79,7 @@ def finished(
     if not refused or not retry_after or retry_after < 0 or now < state.rest_until or share < policy.burst_share:
         return state
     until = now + retry_after
-    if state.judging is None or state.judging[1] != math.inf:  # nothing judged, or a sample that never filled up
+    if state.judging is None or now - state.judging[1] > policy.rest_s:  # or a sample that never filled up
         return dataclasses.replace(
             state, recent=(), shut_until=until, burst_share=share, judging=(until, math.inf), judged=0, judged_refused=0
         )
