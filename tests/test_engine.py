@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +14,8 @@ import pytest
 from resilient_llm import CallFailed, ConfigError, Engine, Outcome
 from resilient_llm.testing.fault_server import FaultServer
 from tests.conftest import MODEL, call_lines, read_log
+
+needs_aiohttp = pytest.mark.skipif(importlib.util.find_spec("aiohttp") is None, reason="aiohttp is not installed")
 
 RETRYABLE = {
     "reset": {"connection_reset", "protocol_error"},
@@ -35,12 +38,13 @@ RETRYABLE = {
 }
 
 
+@pytest.mark.parametrize("transport", ["httpx", pytest.param("aiohttp", marks=needs_aiohttp)])
 @pytest.mark.parametrize("fault", sorted(RETRYABLE))
 def test_transient_fault_is_retried_to_a_real_answer(
-    fault: str, server: FaultServer, make_engine: Callable[..., Engine]
+    fault: str, transport: str, server: FaultServer, make_engine: Callable[..., Engine]
 ) -> None:
-    """One transient fault costs one extra attempt and the caller gets the real answer."""
-    engine = make_engine(timeout=0.5)
+    """One transient fault costs one extra attempt and the caller gets the real answer, behind either transport."""
+    engine = make_engine(timeout=0.5, transport=transport)
     server.script(fault)
     result = engine.complete(MODEL, user="q")
     assert result.outcome is Outcome.OK

@@ -1,10 +1,10 @@
 """The lean engine's parts: the loop and JSON it runs on (with or without the fast extra), the opt-in aiohttp
-transport against every fault the server makes, the lighter hop, and cache hits answered in the caller's thread."""
+transport (against every fault: in tests/test_engine.py), the lighter hop, and cache hits answered in the caller's
+thread."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import math
 import threading
@@ -17,9 +17,7 @@ import pytest
 from resilient_llm import CallFailed, Config, ConfigError, Engine, Outcome, RuntimeConfig, runtime
 from resilient_llm.testing.fault_server import FaultServer
 from tests.conftest import MODEL, call_lines, read_log
-from tests.test_engine import RETRYABLE
-
-needs_aiohttp = pytest.mark.skipif(importlib.util.find_spec("aiohttp") is None, reason="aiohttp is not installed")
+from tests.test_engine import needs_aiohttp
 
 
 @pytest.mark.parametrize(
@@ -95,22 +93,6 @@ def test_engine_started_names_the_parts_it_runs_on(
     expected_loop = "uvloop" if loop == "auto" and runtime.uvloop is not None else "asyncio"
     assert (started["loop"], started["json"], started["transport"]) == (expected_loop, runtime.JSON, "httpx")
     assert type(engine._loop).__module__.startswith(expected_loop)
-
-
-@needs_aiohttp
-@pytest.mark.parametrize("fault", sorted(RETRYABLE))
-def test_aiohttp_transport_meets_every_fault_as_httpx_does(
-    fault: str, server: FaultServer, make_engine: Callable[..., Engine]
-) -> None:
-    """Behind the aiohttp transport each transient fault is the same kind of failure, retried to a real answer."""
-    engine = make_engine(timeout=0.5, transport="aiohttp")
-    server.script(fault)
-    result = engine.complete(MODEL, user="q")
-    assert result.outcome is Outcome.OK
-    assert result.text.startswith('{"score"')
-    assert result.attempts == 2
-    assert result.failures[0].kind in RETRYABLE[fault]
-    assert server.stats()["requests"] == 2
 
 
 @needs_aiohttp
