@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tests.redis_server import RedisServer
 RESULTS = Path(__file__).parent / "results"
 CAPACITY = 40
 LEASE_S = 10.0  # the shared limit's lease (stores/shared_limit.py's default)
+LIMIT_REDIS, BREAKER_REDIS = "RESILIENT_LLM_LIMIT_REDIS_URL", "RESILIENT_LLM_BREAKER_REDIS_URL"
 
 
 def per_second(calls: list[dict[str, Any]], seconds: float, keep: Callable[[dict[str, Any]], bool]) -> list[int]:
@@ -66,29 +68,39 @@ def shared_limit_bound(watch: Watch) -> dict[str, Any]:
     }
 
 
-def sigkill_run(directory: Path, processes: int, callers: int, seconds: float, kill_at: float) -> dict[str, Any]:
-    """The shared limit at capacity 40; one process SIGKILLed at ``kill_at``: when do its permits come back?"""
-    redis = RedisServer(directory).start()
-    try:
-        with RemoteFaultServer("capacity", capacity=CAPACITY) as server:
-            env = {"RESILIENT_LLM_LIMIT_REDIS_URL": redis.url}
-            with Fleet(processes, callers, server.url, env, directory) as fleet:
+@contextlib.contextmanager
+def fleet_run(
+    directory: Path, processes: int, callers: int, seconds: float, shared: str, server: RemoteFaultServer, watch: bool
+) -> Iterator[tuple[RedisServer, Fleet, Watch]]:
+    """Redis, ``processes`` workers sharing it through the variable ``shared``, started and let go for ``seconds``,
+    and a watch on the server (and on the shared limit's keys when ``watch``) from the moment they went."""
+    with server:
+        redis = RedisServer(directory).start()
+        try:
+            with Fleet(processes, callers, server.url, {shared: redis.url}, directory) as fleet:
                 fleet.start()
                 server.reset_stats()
                 fleet.go(seconds)
-                watch = Watch(server, redis.url).start(at=fleet.started_at)
-                time.sleep(kill_at)
-                killed_at = watch.mark("kill")
-                fleet.kill(0)
-                dead = None
-                if watch.wait_for(lambda s: s.t >= killed_at + 2.0, within=5.0) is not None:
-                    dead = silent_process(watch.samples, killed_at, 1.5)
-                held = next((s.holders for s in watch.samples if s.t >= killed_at + 0.2 and s.holders), None)
-                summaries = fleet.finish()
-                watch.stop()
-                calls = fleet.calls()
-    finally:
-        redis.kill()
+                redis_url = redis.url if watch else None
+                yield redis, fleet, Watch(server, redis_url, every_s=0.1 if watch else 0.05).start(at=fleet.started_at)
+        finally:
+            redis.kill()
+
+
+def sigkill_run(directory: Path, processes: int, callers: int, seconds: float, kill_at: float) -> dict[str, Any]:
+    """The shared limit at capacity 40; one process SIGKILLed at ``kill_at``: when do its permits come back?"""
+    server = RemoteFaultServer("capacity", capacity=CAPACITY)
+    with fleet_run(directory, processes, callers, seconds, LIMIT_REDIS, server, watch=True) as (_, fleet, watch):
+        time.sleep(kill_at)
+        killed_at = watch.mark("kill")
+        fleet.kill(0)
+        dead = None
+        if watch.wait_for(lambda s: s.t >= killed_at + 2.0, within=5.0) is not None:
+            dead = silent_process(watch.samples, killed_at, 1.5)
+        held = next((s.holders for s in watch.samples if s.t >= killed_at + 0.2 and s.holders), None)
+        summaries = fleet.finish()
+        watch.stop()
+        calls = fleet.calls()
     returned = next(
         (s.t for s in watch.samples if dead and s.t > killed_at and s.holders is not None and dead not in s.holders),
         None,
@@ -123,27 +135,18 @@ def redis_kill_run(
     directory: Path, processes: int, callers: int, seconds: float, down: tuple[float, float]
 ) -> dict[str, Any]:
     """The shared limit at capacity 40 with Redis killed at ``down[0]`` and started again at ``down[1]``."""
-    redis = RedisServer(directory).start()
-    try:
-        with RemoteFaultServer("capacity", capacity=CAPACITY) as server:
-            env = {"RESILIENT_LLM_LIMIT_REDIS_URL": redis.url}
-            with Fleet(processes, callers, server.url, env, directory) as fleet:
-                fleet.start()
-                server.reset_stats()
-                fleet.go(seconds)
-                watch = Watch(server, redis.url).start(at=fleet.started_at)
-                time.sleep(down[0])
-                watch.mark("redis_killed")
-                redis.kill()
-                time.sleep(down[1] - down[0])
-                redis.start()
-                watch.mark("redis_back")
-                fleet.finish()
-                watch.stop()
-                calls = fleet.calls()
-                events = fleet.events("shared_limit_fault", "shared_limit_recovered")
-    finally:
+    server = RemoteFaultServer("capacity", capacity=CAPACITY)
+    with fleet_run(directory, processes, callers, seconds, LIMIT_REDIS, server, watch=True) as (redis, fleet, watch):
+        time.sleep(down[0])
+        watch.mark("redis_killed")
         redis.kill()
+        time.sleep(down[1] - down[0])
+        redis.start()
+        watch.mark("redis_back")
+        fleet.finish()
+        watch.stop()
+        calls = fleet.calls()
+        events = fleet.events("shared_limit_fault", "shared_limit_recovered")
     phases = {"before": (0.0, down[0]), "redis_down": down, "after": (down[1], seconds)}
     refusals = {}
     for name, (start, end) in phases.items():
@@ -173,26 +176,17 @@ def breaker_run(
     directory: Path, processes: int, callers: int, seconds: float, down: tuple[float, float]
 ) -> dict[str, Any]:
     """A shared breaker (and limit) through a manual outage (connections reset) from ``down[0]`` to ``down[1]``."""
-    redis = RedisServer(directory).start()
-    try:
-        with RemoteFaultServer("clean", latency_s=0.2) as server:
-            env = {"RESILIENT_LLM_BREAKER_REDIS_URL": redis.url}
-            with Fleet(processes, callers, server.url, env, directory) as fleet:
-                fleet.start()
-                server.reset_stats()
-                fleet.go(seconds)
-                watch = Watch(server, None, every_s=0.05).start(at=fleet.started_at)
-                time.sleep(down[0])
-                server.set_down(True, kind="reset")
-                went_down = watch.mark("down")
-                time.sleep(down[1] - down[0])
-                server.set_down(False)
-                came_up = watch.mark("up")
-                fleet.finish()
-                watch.stop()
-                calls = fleet.calls()
-    finally:
-        redis.kill()
+    server = RemoteFaultServer("clean", latency_s=0.2)
+    with fleet_run(directory, processes, callers, seconds, BREAKER_REDIS, server, watch=False) as (_, fleet, watch):
+        time.sleep(down[0])
+        server.set_down(True, kind="reset")
+        went_down = watch.mark("down")
+        time.sleep(down[1] - down[0])
+        server.set_down(False)
+        came_up = watch.mark("up")
+        fleet.finish()
+        watch.stop()
+        calls = fleet.calls()
     hits = outage_hits(watch.samples, went_down)
     trips = [t - went_down for t in fleet.trips()]
     # Sent before the breaker tripped (or in flight as it did); the first trial is due a reset_timeout (1 s) later.
