@@ -53,7 +53,6 @@ RULES: tuple[tuple[str, tuple[str, ...] | None, str], ...] = (
     ("resilient_llm/redact.py", None, "log line"),
     ("resilient_llm/recorder.py", None, "metrics recorder"),
     ("resilient_llm/layers/observe.py", None, "observe (timing, fields)"),
-    ("resilient_llm/ledger.py", None, "observe (timing, fields)"),
     ("tenacity/", None, "retry (tenacity)"),
     ("resilient_llm/layers/retry.py", None, "retry (tenacity)"),
     ("resilient_llm/errors.py", None, "retry (tenacity)"),

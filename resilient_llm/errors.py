@@ -13,16 +13,32 @@
      └── CallFailed               failed for good: a caller mistake, or the retry budget (attempts or deadline)
                                   ran out; ``failures`` lists every attempt, ``last`` is the final ProviderError
 
-The classification of a ProviderError (retryable? backpressure? the caller's mistake?) lives here too, beside the
-tree it reads: the retry, breaker, hedge and fallback layers all ask the same three questions.
+The classification of a ProviderError (retryable? backpressure? the caller's mistake? how far does it reach?) lives
+here too, beside the tree it reads: the retry, breaker, limit, hedge and fallback layers all ask the same questions.
+
+**Scope** says what a failure tells about *other* requests (``Scope``): a request-scope failure (truncated by
+``max_tokens``, no provider for its parameters, moderation, a caller mistake) will repeat for this request and says
+nothing about the endpoint; a model-scope one (the model's quota, its provider's outage, its rate limit) concerns
+this model under this key; an endpoint-scope one (refused or reset connections, timeouts) concerns every model. Only
+endpoint-scope failures may open the endpoint's breaker; model-scope ones the model's.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from resilient_llm.redact import redact
+
+
+class Scope(enum.StrEnum):
+    """How far one failure reaches: which other requests it says something about."""
+
+    REQUEST = "request"  # this request fails the same way again; says nothing about the model or the endpoint
+    MODEL = "model"  # this model, under this key: its quota, its provider's outage, its rate limit
+    ENDPOINT = "endpoint"  # the endpoint itself, for every model: connections refused or reset, timeouts
+    LOCAL = "local"  # never reached the endpoint: refused by our own breaker or queue
 
 
 class ResilientLLMError(Exception):
@@ -48,12 +64,14 @@ class ProviderError(ResilientLLMError):
         status: int | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        scope: Scope | None = None,
     ) -> None:
         super().__init__(redact(message))  # a body may echo the key it was sent
         self.kind = kind
         self.status = status
         self.code = code
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # seconds the provider asked us to wait (any hint it sent), when it did
+        self.scope = scope if scope is not None else default_scope(self)
 
     def __str__(self) -> str:
         where = f" (HTTP {self.status})" if self.status is not None else ""
@@ -93,6 +111,17 @@ TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522
 CALLER_MISTAKE_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
 BACKPRESSURE_STATUSES = frozenset({402, 429})
 IN_FLIGHT_BUDGET_EXHAUSTED = "in_flight_budget_exhausted"
+
+
+def default_scope(error: ProviderError) -> Scope:
+    """The scope of a failure that did not say (the wire parser sets it where OpenRouter's answer tells more)."""
+    if isinstance(error, BreakerOpen) or error.kind == "queue_timeout":
+        return Scope.LOCAL
+    if isinstance(error, (ConnectionFailed, ProviderTimeout)):
+        return Scope.ENDPOINT
+    if isinstance(error, ErrorResponse) and error.status in CALLER_MISTAKE_STATUSES:
+        return Scope.REQUEST
+    return Scope.MODEL  # an answer that was an error or unusable: the model's provider, until shown wider
 
 
 def is_retryable(error: BaseException) -> bool:

@@ -25,6 +25,15 @@ class Outcome(enum.StrEnum):
     ERROR = "error"  # a caller mistake, raised because the caller asked to see it
 
 
+@dataclass(slots=True)
+class CallRecord:
+    """What one call did on its way down the stack, for its log line. One per call, made by the outermost layer and
+    carried on the request (every attempt and hedge of the call shares it); layers below write, observe reads."""
+
+    waited_s: float = 0.0  # time spent waiting for an open breaker (an outage), holding no slot
+    limit: int | None = None  # the concurrency limit when its last attempt was sent
+
+
 _call_ids = itertools.count(1)
 
 
@@ -50,6 +59,8 @@ class ChatRequest:
     raise_caller_errors: bool = True
     call_id: int = field(default_factory=next_call_id)
     deadline: float | None = None  # time.monotonic() by which the whole call ends (set by the retry layer)
+    trial: bool = False  # this attempt is a breaker's half-open trial (set by the breaker, read by the limit)
+    record: CallRecord = field(default_factory=CallRecord, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +88,7 @@ class ChatResult:
     latency_s: float = 0.0
     cache: str | None = None  # hit, miss, shared (joined an identical call in flight), replay_miss; None: not cached
     cache_key: str | None = None
+    provider: str | None = None  # the upstream provider OpenRouter routed the answer to, when it says
 
 
 class Handler(Protocol):

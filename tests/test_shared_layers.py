@@ -15,7 +15,6 @@ from resilient_llm.errors import ConnectionFailed
 from resilient_llm.layers.breaker import BreakerConfig, BreakerHandler, BreakerStatus
 from resilient_llm.layers.limit import LimitConfig, LimitHandler
 from resilient_llm.layers.shared_permits import SharedPermits
-from resilient_llm.ledger import open_ledger
 from resilient_llm.stack import make_breaker
 from resilient_llm.stores.shared_limit import SharedLimit
 from resilient_llm.types import ChatRequest, ChatResult, Outcome, Usage
@@ -123,8 +122,7 @@ class Endpoint:
 
 
 async def send(handler: BreakerHandler) -> ChatResult:
-    """One call, with its own ledger as the observe layer gives it (the breaker marks its trial there)."""
-    open_ledger()
+    """One call (the breaker marks its trial on the request it hands down)."""
     return await handler.handle(request())
 
 

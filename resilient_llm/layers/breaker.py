@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import random
 import time
@@ -26,7 +27,6 @@ from typing import Any, TypeVar
 import pybreaker
 
 from resilient_llm.errors import BreakerOpen
-from resilient_llm.ledger import current_ledger
 from resilient_llm.policy.breaker import Verdict, outage_budget_left, probe_delay, verdict
 from resilient_llm.types import ChatRequest, ChatResult, Handler
 from resilient_llm.validation import REDIS_URL, SECONDS, SECONDS_OR_ZERO, Validated, int_in, setting
@@ -57,9 +57,9 @@ class BreakerStatus:
         self.opened = asyncio.Event()  # set while open: pending retries stop backing off
         self.trips = 0
 
-    def may_send(self) -> bool:
+    def may_send(self, request: ChatRequest) -> bool:
         """For the layer that sends: whether an attempt admitted earlier may still go out (closed, or the trial)."""
-        return self.state == pybreaker.STATE_CLOSED or current_ledger().trial
+        return self.state == pybreaker.STATE_CLOSED or request.trial
 
 
 @dataclass
@@ -128,9 +128,8 @@ class BreakerHandler:
                 trial = await self._admit_or_wait(state, request, met_open_at)
                 if trial is None:
                     continue  # woke up: look at the state again
-                current_ledger().trial = trial
                 try:
-                    result = await self._inner.handle(request)
+                    result = await self._inner.handle(dataclasses.replace(request, trial=True) if trial else request)
                 except asyncio.CancelledError:
                     raise  # says nothing about the endpoint
                 except BreakerOpen:  # admitted while closed, held back at send time: it opened meanwhile
@@ -146,7 +145,6 @@ class BreakerHandler:
                     await self._off_loop(self._record, Verdict.HEALTHY, None)
                     return result
                 finally:
-                    current_ledger().trial = False
                     if trial:
                         self._trials -= 1
         finally:
@@ -187,7 +185,7 @@ class BreakerHandler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wakeup.wait(), pause)
         finally:  # only the time spent here: a call that makes several trials must not count its first wait again
-            current_ledger().waited_s += time.monotonic() - now
+            request.record.waited_s += time.monotonic() - now
         return None
 
     async def _off_loop(self, function: Callable[..., T], *args: Any) -> T:

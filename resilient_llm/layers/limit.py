@@ -19,7 +19,6 @@ from typing import Any
 
 from resilient_llm.errors import BreakerOpen, ErrorResponse, ProviderTimeout
 from resilient_llm.layers.shared_permits import SharedPermits
-from resilient_llm.ledger import current_ledger
 from resilient_llm.policy import concurrency, gate
 from resilient_llm.types import ChatRequest, ChatResult, Handler
 from resilient_llm.validation import REDIS_URL, Validated, choice, int_in, setting
@@ -67,7 +66,7 @@ class LimitHandler:
         config: LimitConfig,
         *,
         logger: Any = None,
-        may_send: Callable[[], bool] = lambda: True,
+        may_send: Callable[[ChatRequest], bool] = lambda request: True,
         shared: SharedPermits | None = None,
     ) -> None:
         self._inner = inner
@@ -98,14 +97,14 @@ class LimitHandler:
         granted_at = await self._acquire(max(0.0, ends - time.monotonic()))
         lease = None
         try:
-            if not self._may_send():
+            if not self._may_send(request):
                 raise BreakerOpen("held back: the circuit opened while this attempt queued", kind="breaker_open")
             if self._shared is not None:
                 lease = await self._shared.acquire(self.limit, max(0.0, ends - time.monotonic()))
                 self._adopt(lease.limit, lease.generation)
             started = time.monotonic()
             in_flight = lease.in_flight if lease is not None and lease.in_flight else granted_at
-            current_ledger().limit = self.limit
+            request.record.limit = self.limit
             try:
                 result = await self._inner.handle(request)
             except BaseException as exc:

@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 from resilient_llm.errors import CallFailed
-from resilient_llm.ledger import open_ledger
 from resilient_llm.logs import CALL_EVENT
 from resilient_llm.recorder import Metrics
 from resilient_llm.types import ChatRequest, ChatResult, Handler, Outcome
@@ -31,7 +30,7 @@ class ObserveHandler:
 
     async def handle(self, request: ChatRequest) -> ChatResult:
         started = time.perf_counter()
-        ledger = open_ledger()
+        record = request.record
         fields = self._fields(request)
         try:
             result = await self._inner.handle(request)
@@ -47,13 +46,13 @@ class ObserveHandler:
                 attempts=len(failures),
                 failures=failures,
                 error=str(exc),
-                waited_s=round(ledger.waited_s, 3),
+                waited_s=round(record.waited_s, 3),
             )
             raise
         except BaseException as exc:  # a bug below us: still exactly one line, then the caller sees it
             self._emit(Outcome.ERROR, started, fields, error=f"{type(exc).__name__}: {exc}")
             raise
-        return self._answered(result, started, fields, ledger.waited_s, ledger.limit)
+        return self._answered(result, started, fields, record.waited_s, record.limit)
 
     def answered_now(self, request: ChatRequest, result: ChatResult, started: float) -> ChatResult:
         """Log and count a call answered outside the engine's loop (a cache hit read in the caller's thread)."""
