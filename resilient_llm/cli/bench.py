@@ -241,7 +241,7 @@ def main(args: argparse.Namespace) -> int:
         "benchmark": "bench",
         "command": "resilient-llm bench "
         + " ".join(
-            f"--{k.replace('_', '-')} {','.join(v) if isinstance(v, list) else v}"
+            f"--{k.replace('_', '-')} {(','.join(v) or 'none') if isinstance(v, list) else v}"
             for k, v in vars(args).items()
             if k not in ("func", "no_plots", "quick", "base_url", "out") and v is not None
         ),
