@@ -166,12 +166,12 @@ def checks(lines: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[Chec
                 found.append(Check(f"{where}: 0 Retry-After violations", seed, str(violations), violations == 0))
                 if profile == "flaky":
                     rpc = ours["requests_per_call"]["max"]
-                    found.append(Check(f"{where}: <= 1.6 requests/call", seed, f"{rpc:.2f} (worst run)", rpc <= 1.6))
+                    found.append(Check(f"{where}: <= 1.6 requests/call", seed, f"{rpc:.3f} (worst run)", rpc <= 1.6))
         for scenario, most in (("throttle-late", 1.15), ("throttle", 1.12)):
             ours = line(scenario, scenario, "resilient_llm", "gather", seed)
             if ours is not None:
                 rpc = ours["requests_per_call"]["max"]
-                found.append(Check(f"{scenario}: <= {most} requests/call", seed, f"{rpc:.2f} (worst run)", rpc <= most))
+                found.append(Check(f"{scenario}: <= {most} requests/call", seed, f"{rpc:.3f} (worst run)", rpc <= most))
                 all_real(f"{scenario}: every call real", runs_of(scenario, "resilient_llm", seed), seed)
         if (ours := line("capacity", "capacity", "resilient_llm", "gather", seed)) is not None:
             share = ours["calls_per_s"] / CAPACITY_CALLS_PER_S
