@@ -1,7 +1,12 @@
 """Read our structured JSON logs (training or benchmark) and summarise them: success rate, outcome mix, latency,
-attempts, tokens, cost, breaker trips, neutral share; grouped by model and route, optionally per time window.
+attempts, tokens, cost, breaker trips, neutral and flagged shares; grouped by model and route, by model and the
+provider that answered (OpenRouter's upstream: a judge served by another provider is another judge), optionally per
+time window.
 
-Lines that are not JSON objects, or not ours, are counted and skipped: a log shared with other programs is fine.
+A log reader must read whatever a crashed or foreign process left: lines that are not JSON objects (truncated,
+binary, a stack trace) are counted as malformed, lines of other programs as foreign, and a field it cannot use (a
+count of 1e308, a NaN, text where a number belongs, a timestamp of year 1) is left out of the figures and counted,
+never the cause of a traceback. Any outcome string is counted under its own name.
 """
 
 from __future__ import annotations
@@ -11,18 +16,28 @@ import dataclasses
 import datetime
 import json
 import math
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from resilient_llm.policy.percentiles import percentiles
 
 ANSWERED = ("ok", "cached", "fallback")
-OUTCOMES = ("ok", "cached", "fallback", "neutral", "error", "cancelled")
+# Outcomes in display order; any other outcome string a log holds follows them, sorted.
+OUTCOMES = ("ok", "cached", "fallback", "flagged", "neutral", "error", "cancelled")
+NO_PROVIDER = "-"  # calls that no provider answered (errors, neutral, cached, LiteLLM), or logs from before the field
+
+# Beyond these a figure is not a measurement (one call, one line): it is left out and counted as unusable.
+MAX_TOKENS = 1e12
+MAX_COST = 1e6
+MAX_LATENCY_MS = 1e10
+MAX_ATTEMPTS = 100_000
+MAX_NAME = 200  # characters of a model, route, provider or outcome name kept
 
 
 @dataclasses.dataclass
 class Group:
-    """Accumulates the call lines of one (model, route) group or window."""
+    """Accumulates the call lines of one group or window."""
 
     calls: int = 0
     outcomes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -31,26 +46,41 @@ class Group:
     prompt_tokens: float = 0
     completion_tokens: float = 0
     cost: float = 0.0
+    unusable: int = 0  # fields present but not usable (wrong type, not finite, out of range)
 
     def add(self, line: dict[str, Any]) -> None:
         self.calls += 1
-        self.outcomes[str(line.get("outcome"))] += 1
-        latency = _number(line.get("latency_ms"), None)
+        self.outcomes[outcome_of(line) or "?"] += 1
+        latency = self._figure(line, "latency_ms", MAX_LATENCY_MS)
         if latency is not None:
             self.latencies_ms.append(latency)
-        if isinstance(line.get("attempts"), int) and not isinstance(line["attempts"], bool):
-            self.attempts.append(line["attempts"])
-        self.prompt_tokens += _number(line.get("prompt_tokens"))
-        self.completion_tokens += _number(line.get("completion_tokens"))
-        self.cost += _number(line.get("cost"))
+        attempts = line.get("attempts")
+        if _is_int(attempts) and 0 <= attempts <= MAX_ATTEMPTS:
+            self.attempts.append(attempts)
+        elif attempts is not None:
+            self.unusable += 1
+        self.prompt_tokens += self._figure(line, "prompt_tokens", MAX_TOKENS) or 0.0
+        self.completion_tokens += self._figure(line, "completion_tokens", MAX_TOKENS) or 0.0
+        self.cost += self._figure(line, "cost", MAX_COST) or 0.0
+
+    def _figure(self, line: dict[str, Any], name: str, limit: float) -> float | None:
+        value = line.get(name)
+        number = figure(value, limit)
+        if number is None and value is not None:
+            self.unusable += 1
+        return number
+
+    def share(self, outcome: str) -> float:
+        return self.outcomes[outcome] / self.calls if self.calls else 0.0
 
     def summary(self) -> dict[str, Any]:
         answered = sum(self.outcomes[o] for o in ANSWERED)
         return {
             "calls": self.calls,
             "success_pct": 100.0 * answered / self.calls if self.calls else 0.0,
-            "outcomes": {o: self.outcomes[o] for o in OUTCOMES if self.outcomes[o]},
-            "neutral_share": self.outcomes["neutral"] / self.calls if self.calls else 0.0,
+            "outcomes": {o: self.outcomes[o] for o in ordered_outcomes(self.outcomes)},
+            "neutral_share": self.share("neutral"),
+            "flagged_share": self.share("flagged"),
             "latency_ms": percentiles(self.latencies_ms),
             "attempts_mean": sum(self.attempts) / len(self.attempts) if self.attempts else 0.0,
             "attempts_max": max(self.attempts, default=0),
@@ -60,14 +90,63 @@ class Group:
         }
 
 
-def _number(value: Any, default: float | None = 0.0) -> Any:
-    """A finite number from a log line, else ``default`` (a NaN or infinity there must not poison the sums)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else default
+def figure(value: Any, limit: float) -> float | None:
+    """A usable figure of a log line: a finite number from 0 to ``limit``, else None (bool is not a number)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # a 400-digit integer does not fit a float
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and 0 <= number <= limit else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _clean(text: str) -> str:
+    """Text from a log fit for a terminal: cut to MAX_NAME, control characters shown as ``?``."""
+    return "".join(c if c.isprintable() else "?" for c in text[:MAX_NAME])
+
+
+def name_of(value: Any, missing: str = "?") -> str:
+    """A model, route or provider name for grouping: text as it is (cleaned), anything else ``missing``."""
+    return _clean(value) if isinstance(value, str) and value else missing
+
+
+def outcome_of(line: dict[str, Any]) -> str | None:
+    """The line's outcome (cleaned), or None when it has no usable one."""
+    outcome = line.get("outcome")
+    return _clean(outcome) if isinstance(outcome, str) and outcome else None
+
+
+def ordered_outcomes(counts: collections.Counter[str]) -> list[str]:
+    """The outcomes seen, known ones in display order, then any others sorted."""
+    return [o for o in OUTCOMES if counts[o]] + sorted(o for o in counts if o not in OUTCOMES and counts[o])
+
+
+def finite_or_none(value: Any) -> Any:
+    """A value of a log line fit for a report: finite numbers, true/false and text (cut) as they are, else None."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _clean(value)
+    if isinstance(value, (int, float)):
+        try:
+            return value if math.isfinite(float(value)) else None
+        except OverflowError:  # an integer too large for a float: not a count anyone logged
+            return None
+    return None
+
+
+def label(text: str) -> str:
+    """Text for a chart: matplotlib reads ``$...$`` as math, and a bad formula fails the whole figure."""
+    return _clean(text).replace("$", r"\$")
 
 
 def read_lines(paths: Iterable[str]) -> Iterator[dict[str, Any] | None]:
-    """Each line as a dict, or None for a line that is not a JSON object."""
+    """Each line as a dict, or None for a line that is not a JSON object (OSError when a file cannot be read)."""
     for path in paths:
         with open(path, encoding="utf-8", errors="replace") as handle:
             for raw in handle:
@@ -75,28 +154,49 @@ def read_lines(paths: Iterable[str]) -> Iterator[dict[str, Any] | None]:
                     continue
                 try:
                     line = json.loads(raw)
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, too many digits, or nested without end
                     yield None
                     continue
                 yield line if isinstance(line, dict) else None
 
 
-def _timestamp(line: dict[str, Any]) -> float | None:
-    try:
-        return datetime.datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00")).timestamp()
-    except (KeyError, ValueError):
+def timestamp(line: dict[str, Any]) -> float | None:
+    """Seconds since the epoch of the line's ISO timestamp (UTC when it has no zone), None when unusable."""
+    raw = line.get("timestamp")
+    if not isinstance(raw, str):
         return None
+    try:
+        when = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        when.astimezone(datetime.UTC)  # OverflowError when the UTC time falls outside years 1 to 9999
+        return when.timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def window_start(index: int, window_s: float) -> str:
+    """The ISO start of window ``index``, or ``?`` when it falls outside the calendar (years 1 to 9999)."""
+    try:
+        return datetime.datetime.fromtimestamp(index * window_s, datetime.UTC).isoformat()
+    except (ValueError, OverflowError, OSError):
+        return "?"
+
+
+def judge_fields(line: dict[str, Any]) -> dict[str, Any]:
+    """The judge counters of a ``judge_score`` line, each a finite number or None."""
+    return {k: finite_or_none(line.get(k)) for k in ("judge_calls", "judge_real", "judge_neutral", "neutral_share")}
 
 
 def summarize(paths: Iterable[str], window_s: float | None = None) -> dict[str, Any]:
     """The whole report as a dict (what ``--json`` prints)."""
     total = Group()
     groups: dict[tuple[str, str], Group] = collections.defaultdict(Group)
+    providers: dict[tuple[str, str], Group] = collections.defaultdict(Group)
     windows: dict[int, Group] = collections.defaultdict(Group)
     skipped = collections.Counter({"malformed": 0, "foreign": 0})
     trips = substitutions = hedges = hedges_won = 0
     judge: dict[str, Any] = {}
-    first_ts: float | None = None
     for line in read_lines(paths):
         if line is None:
             skipped["malformed"] += 1
@@ -111,37 +211,47 @@ def summarize(paths: Iterable[str], window_s: float | None = None) -> dict[str, 
         elif event == "hedge_won":
             hedges_won += 1
         elif event == "judge_score":
-            judge = {k: line.get(k) for k in ("judge_calls", "judge_real", "judge_neutral", "neutral_share")}
+            judge = judge_fields(line)
         if event != "llm_call":
             if line.get("logger_name") != "resilient_llm":
                 skipped["foreign"] += 1
             continue
-        if not isinstance(line.get("outcome"), str):
+        if outcome_of(line) is None:
             skipped["malformed"] += 1
             continue
+        model = name_of(line.get("model"))
         total.add(line)
-        groups[(str(line.get("model")), str(line.get("route", "?")))].add(line)
-        ts = _timestamp(line)
+        groups[(model, name_of(line.get("route")))].add(line)
+        providers[(model, name_of(line.get("provider"), NO_PROVIDER))].add(line)
+        ts = timestamp(line)
         if window_s and ts is not None:
-            first_ts = ts if first_ts is None else min(first_ts, ts)
             windows[int(ts // window_s)].add(line)
+    model_calls = collections.Counter[str]()
+    for (model, _), group in providers.items():
+        model_calls[model] += group.calls
     report: dict[str, Any] = {
         "total": total.summary(),
         "by_model_route": [
             {"model": model, "route": route, **group.summary()} for (model, route), group in sorted(groups.items())
+        ],
+        "by_provider": [
+            {"model": model, "provider": provider, "model_share": group.calls / model_calls[model], **group.summary()}
+            for (model, provider), group in sorted(providers.items())
         ],
         "breaker_trips": trips,
         "judge": judge or None,
         "judge_neutral_texts": substitutions,
         "hedges": {"sent": hedges, "won": hedges_won},
         "skipped_lines": dict(skipped),
+        "unusable_values": total.unusable,
     }
     if window_s:
-        report["windows"] = [
-            {"start": datetime.datetime.fromtimestamp(k * window_s, datetime.UTC).isoformat(), **g.summary()}
-            for k, g in sorted(windows.items())
-        ]
+        report["windows"] = [{"start": window_start(k, window_s), **g.summary()} for k, g in sorted(windows.items())]
     return report
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def render_text(report: dict[str, Any]) -> str:
@@ -149,19 +259,27 @@ def render_text(report: dict[str, Any]) -> str:
 
     def row(name: str, s: dict[str, Any]) -> str:
         lat = s["latency_ms"]
-        p50 = "-" if lat["p50"] is None else f"{lat['p50']:.0f}"
-        p99 = "-" if lat["p99"] is None else f"{lat['p99']:.0f}"
         mix = " ".join(f"{k}={v}" for k, v in s["outcomes"].items())
         return (
             f"{name:<48} {s['calls']:>7} {s['success_pct']:>8.2f}% {s['neutral_share'] * 100:>8.2f}% "
-            f"{p50:>7} {p99:>7} {s['attempts_mean']:>6.2f} {s['cost']:>10.4f}  {mix}"
+            f"{s['flagged_share'] * 100:>8.2f}% {_ms(lat['p50']):>7} {_ms(lat['p99']):>7} {s['attempts_mean']:>6.2f} "
+            f"{s['cost']:>10.4f}  {mix}"
         )
 
-    header = f"{'group':<48} {'calls':>7} {'success':>9} {'neutral':>9} {'p50 ms':>7} {'p99 ms':>7} {'att.':>6} "
-    lines = [header + f"{'cost $':>10}  outcomes", row("all", report["total"])]
+    header = (
+        f"{'group':<48} {'calls':>7} {'success':>9} {'neutral':>9} {'flagged':>9} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'att.':>6} {'cost $':>10}  outcomes"
+    )
+    lines = [header, row("all", report["total"])]
+    if not report["total"]["calls"]:
+        lines.append("no llm_call lines in these logs: was RESILIENT_LLM_LOG_FILE set for that run?")
     lines += [row(f"{g['model']} via {g['route']}", g) for g in report["by_model_route"]]
     for window in report.get("windows", []):
         lines.append(row(f"window {window['start']}", window))
+    if any(p["provider"] != NO_PROVIDER for p in report["by_provider"]):
+        lines += ["", "by the provider that answered (share of the model's calls):"]
+        for p in report["by_provider"]:
+            lines.append(row(f"{p['model']} from {p['provider']} ({p['model_share'] * 100:.1f}%)", p))
     lines.append(f"breaker trips: {report['breaker_trips']}")
     if report["hedges"]["sent"]:
         lines.append(f"hedges: {report['hedges']['sent']} sent, {report['hedges']['won']} answered first")
@@ -173,31 +291,48 @@ def render_text(report: dict[str, Any]) -> str:
         )
     if report["judge_neutral_texts"]:
         lines.append(f"judge calls answered with RESILIENT_LLM_JUDGE_NEUTRAL_TEXT: {report['judge_neutral_texts']}")
-    skipped = report["skipped_lines"]
-    lines.append(f"skipped lines: {skipped['malformed']} malformed, {skipped['foreign']} foreign")
+    lines.append(skipped_line(report["skipped_lines"], report["unusable_values"]))
     return "\n".join(lines)
 
 
+def skipped_line(skipped: dict[str, int], unusable: int) -> str:
+    """The one line that says what was left out."""
+    line = f"skipped lines: {skipped['malformed']} malformed, {skipped['foreign']} foreign"
+    return line + (f"; {unusable} unusable values left out of the figures" if unusable else "")
+
+
 def plot(report: dict[str, Any], path: str) -> None:
-    """Outcome mix per window (or per group without windows) as a stacked bar PNG."""
+    """Outcome mix per window (or per group without windows) as a stacked bar PNG (OSError when not writable)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = report.get("windows") or report["by_model_route"]
-    labels = [r.get("start", f"{r.get('model')} / {r.get('route')}")[-19:] for r in rows]
-    figure, axes = plt.subplots(figsize=(max(6.0, len(rows) * 0.6), 4))
-    bottom = [0.0] * len(rows)
-    for outcome in OUTCOMES:
-        values = [float(r["outcomes"].get(outcome, 0)) for r in rows]
-        if any(values):
-            axes.bar(labels, values, bottom=bottom, label=outcome)
+    with warnings.catch_warnings():  # a glyph the font lacks, a label too long for tight margins: the chart is made
+        warnings.simplefilter("ignore")
+        _plot_outcomes(plt, report, path)
+
+
+def _plot_outcomes(plt: Any, report: dict[str, Any], path: str) -> None:
+    rows = (report.get("windows") or report["by_model_route"])[-200:]  # a chart of more bars is unreadable anyway
+    labels = [label(str(r.get("start", f"{r.get('model')} / {r.get('route')}"))[-19:]) for r in rows]
+    figure_, axes = plt.subplots(figsize=(min(40.0, max(6.0, len(rows) * 0.6)), 4))
+    try:
+        bottom = [0.0] * len(rows)
+        seen = collections.Counter[str]()
+        for r in rows:
+            seen.update(r["outcomes"])
+        for outcome in ordered_outcomes(seen):
+            values = [float(r["outcomes"].get(outcome, 0)) for r in rows]
+            axes.bar(range(len(rows)), values, bottom=bottom, label=label(outcome))
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    axes.set_ylabel("calls")
-    axes.set_title("outcomes")
-    axes.legend()
-    axes.tick_params(axis="x", rotation=60)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+        axes.set_xticks(range(len(rows)), labels)
+        axes.set_ylabel("calls")
+        axes.set_title("outcomes")
+        if seen:
+            axes.legend()
+        axes.tick_params(axis="x", rotation=60)
+        figure_.tight_layout()
+        figure_.savefig(path, dpi=100, format="png")
+    finally:
+        plt.close(figure_)
