@@ -26,7 +26,7 @@ from resilient_llm.layers.limit import LimitConfig
 from resilient_llm.layers.litellm_route import LiteLLMRouteConfig
 from resilient_llm.layers.retry import RetryConfig
 from resilient_llm.logs import LogConfig
-from resilient_llm.models import model_name, openrouter_name
+from resilient_llm.models import endpoint_name
 from resilient_llm.prometheus import MetricsConfig
 from resilient_llm.redact import url_secrets
 from resilient_llm.routing import RoutingConfig
@@ -80,8 +80,9 @@ class Config:
         return dataclasses.replace(self, **changed)
 
     def model_name(self, model: str, source: str = "model") -> str:
-        """The model name to send (bare OpenAI names get ``openai/`` on OpenRouter); ConfigError when unroutable."""
-        return openrouter_name(model, source) if self.http.targets_openrouter else model_name(model, source)
+        """The model name to send (bare OpenAI names get ``openai/`` on OpenRouter, ``hosted_vllm/`` is dropped on
+        another server); ConfigError when unroutable."""
+        return endpoint_name(model, source, openrouter=self.http.targets_openrouter)
 
     def extra_body(self, extra_body: Mapping[str, Any]) -> dict[str, Any]:
         """A call's extra body fields as sent: with the pinned provider and reasoning objects on OpenRouter."""
