@@ -2,7 +2,8 @@
 
 Every line is one JSON object with at least ``event``, ``level`` and ``timestamp``. Call lines (``event="llm_call"``)
 carry ``call_id, model, outcome, latency_ms, attempts, failures, route, answered_by, provider, prompt_tokens,
-completion_tokens, cost, response_id`` (``provider``: the upstream provider OpenRouter says answered, else null); the start-up line (``event="engine_started"``) the effective configuration.
+completion_tokens, cost, response_id`` (``provider``: the upstream provider OpenRouter says answered, else null);
+the start-up line (``event="engine_started"``) the effective configuration.
 """
 
 from __future__ import annotations

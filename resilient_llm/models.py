@@ -79,8 +79,8 @@ def endpoint_name(model: str, source: str = "model", *, openrouter: bool) -> str
         return openrouter_name(model, source)
     name = model_name(model, source)
     for prefix in SELF_HOSTED_PREFIXES:
-        if name.startswith(prefix) and name[len(prefix) :].strip("/"):
-            return name[len(prefix) :]
+        if name.startswith(prefix):
+            return model_name(name[len(prefix) :].strip("/"), source)
     return name
 
 

@@ -179,9 +179,15 @@ def _money(value: float) -> str:
 
 
 def _number(data: Mapping[str, Any], name: str) -> float | None:
+    """A finite number of the key's description, else None (absent, text, NaN, or too large for a float)."""
     value = data.get(name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _key_checks(status: int, body: Any) -> list[Check]:

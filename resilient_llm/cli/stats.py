@@ -55,7 +55,7 @@ class Group:
         if latency is not None:
             self.latencies_ms.append(latency)
         attempts = line.get("attempts")
-        if _is_int(attempts) and 0 <= attempts <= MAX_ATTEMPTS:
+        if isinstance(attempts, int) and not isinstance(attempts, bool) and 0 <= attempts <= MAX_ATTEMPTS:
             self.attempts.append(attempts)
         elif attempts is not None:
             self.unusable += 1
@@ -99,10 +99,6 @@ def figure(value: Any, limit: float) -> float | None:
     except OverflowError:
         return None
     return number if math.isfinite(number) and 0 <= number <= limit else None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _clean(text: str) -> str:
