@@ -26,6 +26,7 @@ from resilient_llm.cli.stats import (
     MAX_COST,
     MAX_TOKENS,
     NO_PROVIDER,
+    OUTCOMES,
     Group,
     figure,
     judge_fields,
@@ -115,12 +116,12 @@ def outcome_key(outcome: str) -> str:
 
 
 def row_outcomes(*groups: Tally | None) -> list[str]:
-    """The outcomes seen in any of the groups, in display order."""
+    """Every known outcome (a count of 0 included), then any other seen in one of the groups."""
     seen = collections.Counter[str]()
     for group in groups:
         if group is not None:
             seen.update(group.outcomes)
-    return ordered_outcomes(seen)
+    return [*OUTCOMES, *(o for o in ordered_outcomes(seen) if o not in OUTCOMES)]
 
 
 def metrics(group: Tally | None, outcomes: list[str]) -> dict[str, float | None]:
@@ -283,7 +284,7 @@ def render_text(report: dict[str, Any]) -> str:
         shown = [*HEAD, *((outcome_key(o), o, 0) for o in row["outcomes"]), *TAIL]
         for key, name, decimals in shown:
             cell = row["metrics"][key]
-            if key == "flagged_share" and not (cell["a"] or cell["b"]):
+            if (key == "flagged_share" or key in row["outcomes"]) and not (cell["a"] or cell["b"]):
                 continue
             lines.append(
                 f"  {name:<38} {_cell(cell['a'], decimals):>14} {_cell(cell['b'], decimals):>14} "
