@@ -191,3 +191,22 @@ def test_the_wire_carries_them_to_openrouter_only(
     assert to_openrouter["provider"] == {"order": ["openai"], "allow_fallbacks": False}
     assert to_openrouter["reasoning"] == {"exclude": True}
     assert not {"provider", "reasoning"} & set(to_local)
+
+
+@pytest.mark.parametrize(("model", "kept"), [("openai/gpt-4o-mini", False), ("openrouter/openai/gpt-4o-mini", True)])
+def test_a_litellm_fallback_gets_them_only_when_it_is_openrouter(
+    model: str, kept: bool, recorder: http.server.ThreadingHTTPServer
+) -> None:
+    """The LiteLLM route over the wire: another provider's body has no provider/reasoning; OpenRouter's keeps them."""
+    import asyncio
+
+    from resilient_llm.layers.litellm_route import LiteLLMHandler, LiteLLMRouteConfig
+
+    local = f"http://127.0.0.1:{recorder.server_address[1]}/v1"
+    handler = LiteLLMHandler(LiteLLMRouteConfig(model=model, base_url=local, api_key="sk-fallback", retries=0))
+    pins = {"provider": {"order": ["openai"]}, "reasoning": {"effort": "low"}}
+    with Engine(fast_config(OPENROUTER, "off")) as engine:  # a request as the engine builds it
+        request = engine.request("openai/gpt-4o-mini", user="rate this", extra_body=pins, timeout=10)
+    asyncio.run(handler.handle(request))
+    (body,) = recorder.bodies  # type: ignore[attr-defined]
+    assert ("provider" in body, "reasoning" in body) == (kept, kept)
