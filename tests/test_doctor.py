@@ -189,3 +189,16 @@ def test_cli_prints_the_key_and_reasoning_lines(keyed_server: FaultServer, tmp_p
     assert "FAIL  credit         the key's credit limit $5.00 is spent" in done.stdout
     assert "WARN  reasoning      CITATION_JUDGE_MODEL: deepseek/deepseek-r1 is a reasoning model" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_doctor_says_what_routing_is_pinned_and_whether_it_is_sent(keyed_server: FaultServer, tmp_path: Path) -> None:
+    """Pinned routing is one line with the objects; on an endpoint other than OpenRouter, a WARN that it is not sent."""
+    env = environment(keyed_server.url, tmp_path / "cache", RESILIENT_LLM_PROVIDER_ORDER="openai")
+    (routing,) = by_name(run_checks(env), "routing")
+    assert routing.status == "WARN"  # type: ignore[attr-defined]
+    assert '{"provider":{"order":["openai"]}}' in routing.detail  # type: ignore[attr-defined]
+    assert "not OpenRouter" in routing.detail  # type: ignore[attr-defined]
+    assert not by_name(run_checks(environment(keyed_server.url, tmp_path / "cache")), "routing")
+    bad = run_checks(env | {"RESILIENT_LLM_PROVIDER_SORT": "cheapest"})
+    assert bad[-1].status == "FAIL"
+    assert "RESILIENT_LLM_PROVIDER_SORT='cheapest'" in bad[-1].detail

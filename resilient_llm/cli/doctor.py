@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import importlib.util
 import io
+import json
 import math
 import os
 import sys
@@ -172,6 +173,17 @@ def _reasoning_check(config: Config, variable: str, model: str) -> Check:
         f"RESILIENT_LLM_REASONING_MAX_TOKENS below {budget} (or RESILIENT_LLM_REASONING_EFFORT=low or none), or "
         "choose a model that does not reason",
     )
+
+
+def _routing_check(config: Config) -> Check | None:
+    """The pinned provider and reasoning objects, and whether they will be sent at all."""
+    pinned = config.routing.body_fields()
+    if not pinned:
+        return None
+    shown = json.dumps(pinned, separators=(",", ":"))
+    if not config.http.targets_openrouter:
+        return Check("WARN", "routing", f"{shown} is set but OPENAI_API_BASE is not OpenRouter: it is not sent")
+    return Check("PASS", "routing", f"sent with every OpenRouter call (a call's own object wins): {shown}")
 
 
 def _money(value: float) -> str:
@@ -339,6 +351,9 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
     checks.append(Check("PASS", "config", "every variable valid"))
     proxy = config.http.proxy()
     checks.append(Check("PASS", "proxy", f"via {proxy}" if proxy else "none (direct connection)"))
+    routing = _routing_check(config)
+    if routing is not None:
+        checks.append(routing)
     checks += asyncio.run(_endpoint_checks(config, env))
     checks.append(asyncio.run(_cache_check(config)))
     breaker = _breaker_redis_check(config)

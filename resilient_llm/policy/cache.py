@@ -16,7 +16,10 @@ KEY_VERSION = "v1"  # bump when the key's inputs or the stored shape change: old
 
 
 def cache_key(request: ChatRequest, base_url: str) -> str:
-    """``v1:`` + SHA-256 of a canonical JSON of everything that changes the answer (never key, timeouts, headers)."""
+    """``v1:`` + SHA-256 of a canonical JSON of everything that changes the answer (never key, timeouts, headers).
+
+    The body is the one sent, so OpenRouter's pinned ``provider`` and ``reasoning`` objects (``Config.extra_body``)
+    are in it: another provider or reasoning effort is another judge, and its answers are kept apart."""
     body = request_body(request)
     # An extra body field named like the key's own must not replace it: such a body is nested whole. Its canonical
     # JSON has no top-level "model", so it never equals an ordinary identity, and ordinary keys stay as they were.
