@@ -19,7 +19,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from resilient_llm.cli import stats
+    from resilient_llm.cli import charts, stats
 
     if args.compare:
         return _compare(args)
@@ -32,11 +32,11 @@ def _stats(args: argparse.Namespace) -> int:
         print(f"resilient-llm stats: cannot read {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2, allow_nan=False) if args.json else stats.render_text(report))
-    return _chart(args.png, lambda: stats.plot(report, args.png))
+    return _chart(args.png, lambda: charts.plot_outcomes(report, args.png))
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from resilient_llm.cli import compare
+    from resilient_llm.cli import charts, compare
 
     if args.logs or args.window:
         print("resilient-llm stats: --compare takes exactly two logs, A and B, and no --window", file=sys.stderr)
@@ -48,7 +48,8 @@ def _compare(args: argparse.Namespace) -> int:
         return 1
     report = compare.compare(a, b, args.judge_model or os.environ.get("RUBRIC_JUDGE_MODEL") or None)
     print(json.dumps(report, indent=2, allow_nan=False) if args.json else compare.render_text(report))
-    return _chart(args.png, lambda: compare.plot(a, b, args.png))
+    series = [(f"{name}: {side.path}", side.total.latencies_ms) for name, side in (("A", a), ("B", b))]
+    return _chart(args.png, lambda: charts.plot_latency_cdfs(series, args.png))
 
 
 def _chart(path: str | None, draw: Callable[[], None]) -> int:

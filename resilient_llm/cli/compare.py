@@ -17,26 +17,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from resilient_llm.cli.stats import (
-    ANSWERED,
-    MAX_COST,
-    MAX_TOKENS,
-    NO_PROVIDER,
-    OUTCOMES,
-    Group,
-    figure,
-    judge_fields,
-    label,
-    name_of,
-    ordered_outcomes,
-    outcome_of,
-    read_lines,
-    skipped_line,
-)
+from resilient_llm.cli.log_reader import MAX_COST, MAX_TOKENS, figure, judge_fields, name_of, outcome_of, read_lines
+from resilient_llm.cli.stats import ANSWERED, NO_PROVIDER, OUTCOMES, Group, ordered_outcomes, skipped_line
 from resilient_llm.logs import CALL_EVENT
 
 LATENCY = ("p50", "p95", "p99", "max")
@@ -309,36 +294,3 @@ def render_text(report: dict[str, Any]) -> str:
         if side["judge_neutral_texts"]:
             lines.append(f"{key.upper()}: judge calls answered with the neutral text: {side['judge_neutral_texts']}")
     return "\n".join(lines)
-
-
-def plot(a: Side, b: Side, path: str) -> None:
-    """Both latency CDFs (all calls) in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with warnings.catch_warnings():  # a glyph the font lacks in a path: the chart is made all the same
-        warnings.simplefilter("ignore")
-        _plot_cdfs(plt, a, b, path)
-
-
-def _plot_cdfs(plt: Any, a: Side, b: Side, path: str) -> None:
-    figure_, axes = plt.subplots(figsize=(7, 4))
-    try:
-        for name, side in (("A", a), ("B", b)):
-            values = sorted(side.total.latencies_ms)
-            if values:
-                shares = [(i + 1) / len(values) for i in range(len(values))]
-                axes.step(values, shares, where="post", label=label(f"{name}: {side.path} ({len(values)} calls)"))
-        axes.set_xscale("log")
-        axes.set_xlabel("latency, ms (log)")
-        axes.set_ylabel("share of calls at or below")
-        axes.set_ylim(0, 1.02)
-        axes.set_title("latency CDF")
-        if a.total.latencies_ms or b.total.latencies_ms:
-            axes.legend(fontsize=7, loc="lower right")
-        figure_.tight_layout()
-        figure_.savefig(path, dpi=100, format="png")
-    finally:
-        plt.close(figure_)

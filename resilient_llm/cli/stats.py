@@ -13,26 +13,28 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import datetime
-import json
-import math
-import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
+from resilient_llm.cli.log_reader import (
+    MAX_ATTEMPTS,
+    MAX_COST,
+    MAX_LATENCY_MS,
+    MAX_TOKENS,
+    figure,
+    judge_fields,
+    name_of,
+    outcome_of,
+    read_lines,
+    timestamp,
+    window_start,
+)
 from resilient_llm.policy.percentiles import percentiles
 
 ANSWERED = ("ok", "cached", "fallback")
 # Outcomes in display order; any other outcome string a log holds follows them, sorted.
 OUTCOMES = ("ok", "cached", "fallback", "flagged", "neutral", "error", "cancelled")
 NO_PROVIDER = "-"  # calls that no provider answered (errors, neutral, cached, LiteLLM), or logs from before the field
-
-# Beyond these a figure is not a measurement (one call, one line): it is left out and counted as unusable.
-MAX_TOKENS = 1e12
-MAX_COST = 1e6
-MAX_LATENCY_MS = 1e10
-MAX_ATTEMPTS = 100_000
-MAX_NAME = 200  # characters of a model, route, provider or outcome name kept
 
 
 @dataclasses.dataclass
@@ -90,98 +92,9 @@ class Group:
         }
 
 
-def figure(value: Any, limit: float) -> float | None:
-    """A usable figure of a log line: a finite number from 0 to ``limit``, else None (bool is not a number)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)  # a 400-digit integer does not fit a float
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) and 0 <= number <= limit else None
-
-
-def _clean(text: str) -> str:
-    """Text from a log fit for a terminal: cut to MAX_NAME, control characters shown as ``?``."""
-    return "".join(c if c.isprintable() else "?" for c in text[:MAX_NAME])
-
-
-def name_of(value: Any, missing: str = "?") -> str:
-    """A model, route or provider name for grouping: text as it is (cleaned), anything else ``missing``."""
-    return _clean(value) if isinstance(value, str) and value else missing
-
-
-def outcome_of(line: dict[str, Any]) -> str | None:
-    """The line's outcome (cleaned), or None when it has no usable one."""
-    outcome = line.get("outcome")
-    return _clean(outcome) if isinstance(outcome, str) and outcome else None
-
-
 def ordered_outcomes(counts: collections.Counter[str]) -> list[str]:
     """The outcomes seen, known ones in display order, then any others sorted."""
     return [o for o in OUTCOMES if counts[o]] + sorted(o for o in counts if o not in OUTCOMES and counts[o])
-
-
-def finite_or_none(value: Any) -> Any:
-    """A value of a log line fit for a report: finite numbers, true/false and text (cut) as they are, else None."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return _clean(value)
-    if isinstance(value, (int, float)):
-        try:
-            return value if math.isfinite(float(value)) else None
-        except OverflowError:  # an integer too large for a float: not a count anyone logged
-            return None
-    return None
-
-
-def label(text: str) -> str:
-    """Text for a chart: matplotlib reads ``$...$`` as math, and a bad formula fails the whole figure."""
-    return _clean(text).replace("$", r"\$")
-
-
-def read_lines(paths: Iterable[str]) -> Iterator[dict[str, Any] | None]:
-    """Each line as a dict, or None for a line that is not a JSON object (OSError when a file cannot be read)."""
-    for path in paths:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            for raw in handle:
-                if not raw.strip():
-                    continue
-                try:
-                    line = json.loads(raw)
-                except (ValueError, RecursionError):  # not JSON, too many digits, or nested without end
-                    yield None
-                    continue
-                yield line if isinstance(line, dict) else None
-
-
-def timestamp(line: dict[str, Any]) -> float | None:
-    """Seconds since the epoch of the line's ISO timestamp (UTC when it has no zone), None when unusable."""
-    raw = line.get("timestamp")
-    if not isinstance(raw, str):
-        return None
-    try:
-        when = datetime.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=datetime.UTC)
-        when.astimezone(datetime.UTC)  # OverflowError when the UTC time falls outside years 1 to 9999
-        return when.timestamp()
-    except (ValueError, OverflowError, OSError):
-        return None
-
-
-def window_start(index: int, window_s: float) -> str:
-    """The ISO start of window ``index``, or ``?`` when it falls outside the calendar (years 1 to 9999)."""
-    try:
-        return datetime.datetime.fromtimestamp(index * window_s, datetime.UTC).isoformat()
-    except (ValueError, OverflowError, OSError):
-        return "?"
-
-
-def judge_fields(line: dict[str, Any]) -> dict[str, Any]:
-    """The judge counters of a ``judge_score`` line, each a finite number or None."""
-    return {k: finite_or_none(line.get(k)) for k in ("judge_calls", "judge_real", "judge_neutral", "neutral_share")}
 
 
 def summarize(paths: Iterable[str], window_s: float | None = None) -> dict[str, Any]:
@@ -295,40 +208,3 @@ def skipped_line(skipped: dict[str, int], unusable: int) -> str:
     """The one line that says what was left out."""
     line = f"skipped lines: {skipped['malformed']} malformed, {skipped['foreign']} foreign"
     return line + (f"; {unusable} unusable values left out of the figures" if unusable else "")
-
-
-def plot(report: dict[str, Any], path: str) -> None:
-    """Outcome mix per window (or per group without windows) as a stacked bar PNG (OSError when not writable)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with warnings.catch_warnings():  # a glyph the font lacks, a label too long for tight margins: the chart is made
-        warnings.simplefilter("ignore")
-        _plot_outcomes(plt, report, path)
-
-
-def _plot_outcomes(plt: Any, report: dict[str, Any], path: str) -> None:
-    rows = (report.get("windows") or report["by_model_route"])[-200:]  # a chart of more bars is unreadable anyway
-    labels = [label(str(r.get("start", f"{r.get('model')} / {r.get('route')}"))[-19:]) for r in rows]
-    figure_, axes = plt.subplots(figsize=(min(40.0, max(6.0, len(rows) * 0.6)), 4))
-    try:
-        bottom = [0.0] * len(rows)
-        seen = collections.Counter[str]()
-        for r in rows:
-            seen.update(r["outcomes"])
-        for outcome in ordered_outcomes(seen):
-            values = [float(r["outcomes"].get(outcome, 0)) for r in rows]
-            axes.bar(range(len(rows)), values, bottom=bottom, label=label(outcome))
-            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-        axes.set_xticks(range(len(rows)), labels)
-        axes.set_ylabel("calls")
-        axes.set_title("outcomes")
-        if seen:
-            axes.legend()
-        axes.tick_params(axis="x", rotation=60)
-        figure_.tight_layout()
-        figure_.savefig(path, dpi=100, format="png")
-    finally:
-        plt.close(figure_)
