@@ -105,3 +105,18 @@ def test_compare_shows_judge_provider_drift() -> None:
     ).stdout
     assert "openai/gpt-4o-mini from Azure: A none, B 8 calls (72.7%), 100.0% ok, p50 900" in text
     assert "flagged share" in text
+
+
+def test_a_cached_answer_keeps_the_provider_that_gave_it() -> None:
+    """The cache stores who answered, so a replayed judge answer is still attributed; older entries read as unknown,
+    and a provider that is not text makes the entry unreadable (dropped), like any other bad field."""
+    from resilient_llm.errors import MalformedResponse
+    from resilient_llm.policy.cache import decode_answer, encode_answer
+
+    answer = ChatResult(text="{}", outcome=Outcome.OK, model=MODEL, provider="Azure")
+    assert decode_answer(encode_answer(answer), "cache:disk").provider == "Azure"
+    older = json.loads(encode_answer(answer))
+    del older["provider"]
+    assert decode_answer(json.dumps(older).encode(), "cache:disk").provider is None
+    with pytest.raises(MalformedResponse):
+        decode_answer(json.dumps(older | {"provider": 7}).encode(), "cache:disk")

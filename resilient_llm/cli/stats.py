@@ -34,7 +34,7 @@ from resilient_llm.policy.percentiles import percentiles
 ANSWERED = ("ok", "cached", "fallback")
 # Outcomes in display order; any other outcome string a log holds follows them, sorted.
 OUTCOMES = ("ok", "cached", "fallback", "flagged", "neutral", "error", "cancelled")
-NO_PROVIDER = "-"  # calls that no provider answered (errors, neutral, cached, LiteLLM), or logs from before the field
+NO_PROVIDER = "-"  # calls no provider answered (errors, neutral, LiteLLM), old cache entries, logs before the field
 
 
 @dataclasses.dataclass
