@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.fleet_report import markdown
-from benchmarks.fleet_watch import Watch, outage_hits, periods, silent_process
-from benchmarks.fleet_worker import Fleet
+from resilient_llm.testing.fleet_watch import Watch, outage_hits, periods, silent_process
+from resilient_llm.testing.fleet_worker import Fleet
+from resilient_llm.testing.redis_server import RedisServer
 from resilient_llm.testing.remote import RemoteFaultServer
-from tests.redis_server import RedisServer
 
 RESULTS = Path(__file__).parent / "results"
 CAPACITY = 40

@@ -1,4 +1,5 @@
-"""The adaptive concurrency policy in the discrete-event simulation (``resilient_llm/testing/concurrency_sim.py``), over seeds.
+"""The adaptive concurrency policy in the discrete-event simulation (``resilient_llm/testing/concurrency_sim.py``),
+over seeds.
 
     python -m benchmarks.limit_policy [--seeds 5]
 

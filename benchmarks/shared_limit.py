@@ -18,7 +18,7 @@ from typing import Any
 
 from resilient_llm.policy.percentiles import percentiles
 from resilient_llm.stores.shared_limit import SharedLimit
-from tests.redis_server import RedisServer
+from resilient_llm.testing.redis_server import RedisServer
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -17,8 +17,8 @@ from resilient_llm import Engine, Outcome
 from resilient_llm.errors import BreakerOpen, ConnectionFailed, ErrorResponse, ProviderTimeout
 from resilient_llm.policy.breaker import Verdict, verdict
 from resilient_llm.testing.fault_server import FaultServer
+from resilient_llm.testing.redis_server import RedisServer
 from tests.conftest import MODEL, read_log
-from tests.redis_server import RedisServer
 
 BREAKER = {"breaker_fail_max": 3, "breaker_reset_timeout": 0.5, "breaker_outage_wait": 0.0}  # fail fast
 

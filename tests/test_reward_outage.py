@@ -1,7 +1,8 @@
 """DR Tulu's reward through an outage, in the trainer's calling pattern (benchmarks/reward_outage.py, smaller): with
 the defaults every sample keeps the reward it gets without the outage; failing fast, as the first wave did, does not.
 
-The reward here is the replica in benchmarks/dr_tulu_reward.py (DR Tulu's own code is not part of this repository);
+The reward here is the replica in resilient_llm/testing/reward_replica.py (DR Tulu's own code is not part of this
+repository);
 ``python -m benchmarks.reward_outage --dr-tulu PATH`` runs the same steps with DR Tulu's code, unmodified."""
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from benchmarks.dr_tulu_reward import make_samples, replica_reward
-from benchmarks.reward_outage import compare, run_step
 from resilient_llm.testing.judge_answers import citation_rating
 from resilient_llm.testing.remote import RemoteFaultServer
+from resilient_llm.testing.reward_replica import make_samples, replica_reward
+from resilient_llm.testing.reward_step import compare, run_step
 from resilient_llm.testing.wire import answer_body
 
 SAMPLES = make_samples(12, seed=3)

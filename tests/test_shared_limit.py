@@ -15,7 +15,7 @@ import pytest
 
 from resilient_llm.errors import ConfigError
 from resilient_llm.stores.shared_limit import SharedLimit, SharedLimitDown
-from tests.redis_server import RedisServer
+from resilient_llm.testing.redis_server import RedisServer
 
 ENDPOINT = "http://127.0.0.1:1/api/v1\nsk-or-v1-TESTKEY"
 
