@@ -62,12 +62,12 @@ def test_outage_opens_fails_fast_probes_once_per_period_and_recovers(
     fast = [engine.complete(MODEL, user=f"fast {i}") for i in range(20)]
     assert {r.outcome for r in fast} == {Outcome.NEUTRAL}
     assert server.stats()["requests"] == requests  # nothing reached the dead endpoint
-    time.sleep(0.7)  # the first trial is due 0.5 s (+ up to 20% jitter) after the trip
+    time.sleep(0.7)  # the first trial is due 0.5 s (+ up to 10% jitter) after the trip
     probed = [engine.complete(MODEL, user=f"probe {i}") for i in range(5)]
     assert {r.outcome for r in probed} == {Outcome.NEUTRAL}
     assert server.stats()["requests"] == requests + 1  # one trial, which failed
     server.down = False
-    time.sleep(1.3)  # after a failed trial the next one is due twice as late
+    time.sleep(1.3)  # the next trial is due a period (0.5 s, the outage being short) after the failed one
     recovered = [engine.complete(MODEL, user=f"back {i}") for i in range(5)]
     assert {r.outcome for r in recovered} == {Outcome.OK}
     assert engine.breaker_state == "closed"

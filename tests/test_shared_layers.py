@@ -168,7 +168,7 @@ def test_one_trial_across_processes_and_the_next_a_period_later(redis_server: Re
         with pytest.raises(ConnectionFailed):
             await send(a)  # trips the shared breaker
         endpoint.mode = "hang"
-        await asyncio.sleep(1.25)  # the first trial is due (1 s, up to 20 % jitter)
+        await asyncio.sleep(1.25)  # the first trial is due (1 s, up to 10 % jitter)
         calls = [asyncio.ensure_future(send(a))]
         await asyncio.wait_for(endpoint.hanging.wait(), 5.0)  # A's trial is out
         calls.append(asyncio.ensure_future(send(b)))
