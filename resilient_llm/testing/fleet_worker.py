@@ -9,7 +9,7 @@ Prints ``READY`` once its engine is up, then waits for a line ``go <seconds>`` o
 calls in flight at the end are awaited (every call returns exactly once) and a ``DONE {...}`` summary is printed.
 Each line of ``--out`` is ``{"worker", "t0", "t1", "outcome", "attempts"}`` with wall-clock times, written as the call
 ends, so a worker killed with SIGKILL leaves the record of every call it finished. Used by ``benchmarks/fleet.py``
-and ``tests/test_fleet.py``.
+and ``tests/test_processes_sharing_an_endpoint.py``.
 """
 
 from __future__ import annotations
