@@ -18,7 +18,8 @@ from resilient_llm.testing.fault_server import FaultServer
 from tests.test_install import make_checkout
 
 REPO = Path(__file__).parent.parent
-DOCUMENTS = ("README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")), "benchmarks/README.md")
+PAGES = sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))
+DOCUMENTS = ("README.md", *PAGES, "benchmarks/README.md")
 FENCE = re.compile(r"```(bash|python)\n(.*?)```", re.S)
 CODE_SPAN = re.compile(r"`([^`\s]+)`")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
