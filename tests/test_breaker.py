@@ -48,6 +48,7 @@ def breaker_events(log_path: Path) -> list[tuple[str, str]]:
     return [(e["from_state"], e["to_state"]) for e in read_log(log_path) if e["event"] == "breaker_state_change"]
 
 
+@pytest.mark.slow
 def test_outage_opens_fails_fast_probes_once_per_period_and_recovers(
     server: FaultServer, make_engine: Callable[..., Engine], log_path: Path
 ) -> None:
@@ -80,6 +81,7 @@ def test_outage_opens_fails_fast_probes_once_per_period_and_recovers(
     ]
 
 
+@pytest.mark.slow
 def test_half_open_lets_one_trial_through_fifty_callers(make_engine: Callable[..., Engine]) -> None:
     """After the reset timeout, of 50 concurrent callers exactly one reaches the endpoint."""
     with FaultServer("clean", latency_s=0.3) as slow:
@@ -102,6 +104,7 @@ def test_half_open_lets_one_trial_through_fifty_callers(make_engine: Callable[..
     assert engine.breaker_state == "closed"
 
 
+@pytest.mark.slow
 def test_flaky_endpoint_does_not_trip_the_breaker(make_engine: Callable[..., Engine]) -> None:
     """~30% mixed transient faults over 600 calls: zero trips at the default threshold."""
     with FaultServer("flaky", seed=11, retry_after_s=0.05, hang_s=4.0) as flaky:

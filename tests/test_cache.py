@@ -231,6 +231,7 @@ CHILD_CALLS = """
 """
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_directory(server: FaultServer, tmp_path: Path) -> None:
     """Answers stored by one process are hits in another process on the same machine."""
     cache_dir = tmp_path / "shared-cache"

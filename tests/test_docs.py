@@ -203,6 +203,7 @@ def test_bash_examples_run(document: str, body: str, tmp_path: Path) -> None:
                 pytest.fail(f"{document}: no way to run the example {command!r}: teach this test, or change the doc")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("document", "body"), blocks("python"), ids=lambda v: v if len(v) < 30 else None)
 def test_python_examples_run(document: str, body: str, tmp_path: Path) -> None:
     """Each Python example runs as a script against the local server."""

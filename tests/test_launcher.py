@@ -35,6 +35,7 @@ def test_launcher_refuses_to_run_without_a_key(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_launcher_reads_env_file_runs_doctor_then_the_command(tmp_path: Path) -> None:
     """With the key in a .env file, doctor passes against the local server and the command runs with the flags."""
     with FaultServer("clean") as server:

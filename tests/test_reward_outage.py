@@ -36,6 +36,7 @@ def reference(endpoint: RemoteFaultServer, tmp_path_factory: pytest.TempPathFact
     return run_step(endpoint, replica_reward, SAMPLES, "defaults", log)
 
 
+@pytest.mark.slow
 def test_the_reference_step_scores_every_sample_from_real_answers(reference: dict[str, Any]) -> None:
     """Without an outage: no exception, no neutral answer, and rewards that differ between samples."""
     assert reference["exceptions"] == []
@@ -44,6 +45,7 @@ def test_the_reference_step_scores_every_sample_from_real_answers(reference: dic
     assert len({r["reward"] for r in reference["rewards"]}) > 6
 
 
+@pytest.mark.slow
 def test_with_the_defaults_every_sample_keeps_its_reward_through_an_outage(
     endpoint: RemoteFaultServer, reference: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -57,6 +59,7 @@ def test_with_the_defaults_every_sample_keeps_its_reward_through_an_outage(
     assert compare(reference, run)["equal"] == len(SAMPLES)
 
 
+@pytest.mark.slow
 def test_failing_fast_through_the_same_outage_changes_rewards(
     endpoint: RemoteFaultServer, reference: dict[str, Any], tmp_path: Path
 ) -> None:

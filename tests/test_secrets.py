@@ -98,6 +98,7 @@ def doctor_output(env: dict[str, str]) -> str:
     return done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_a_debug_run_with_failures_leaks_no_key_and_no_url_password(
     servers: tuple[FaultServer, FaultServer],
     locked_redis: str,

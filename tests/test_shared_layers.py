@@ -157,6 +157,7 @@ def test_a_process_that_saw_the_breaker_open_sends_again_once_another_closed_it(
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_one_trial_across_processes_and_the_next_a_period_later(redis_server: RedisServer) -> None:
     """While A's trial is out, B waits for its outcome instead of sending a trial of its own; after it fails, the
     next trial (whoever sends it) comes a period (at least reset_timeout, 1 s) later, not at once."""
