@@ -81,7 +81,14 @@ TIERS = (
     ("integrations", ("resilient_llm.testing", "resilient_llm.dropin")),
     (
         "engine",
-        ("resilient_llm", "resilient_llm.engine", "resilient_llm.hop", "resilient_llm.stack", "resilient_llm.config"),
+        (
+            "resilient_llm",
+            "resilient_llm.process",
+            "resilient_llm.engine",
+            "resilient_llm.hop",
+            "resilient_llm.stack",
+            "resilient_llm.config",
+        ),
     ),
     ("layers", ("resilient_llm.layers", "resilient_llm.stores", "resilient_llm.recorder", "resilient_llm.prometheus")),
     ("policy", ("resilient_llm.policy",)),
