@@ -35,6 +35,7 @@ from resilient_llm.testing.remote import RemoteFaultServer
 
 CLIENTS = ("litellm", "resilient_llm", "resilient_llm+fallback", "resilient_llm+hedge", "httpx")
 DEFAULT_PROFILES = ("clean", "ratelimit", "outage")  # add "hangs" for hedging on vs off; flaky runs as the step
+QUICK_PROFILES = ("clean", "outage")  # a minute: LiteLLM's backoff on ratelimit alone takes 1 + 2 + 4 + 8 s
 DEFAULT_STEP_PROFILES = ("flaky",)
 PATTERNS = ("gather", "trainer")
 RETRY_AFTER_S = 0.5
@@ -162,7 +163,10 @@ def interleave_reversed(cells: list[Cell]) -> list[Cell]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--profiles", default=",".join(DEFAULT_PROFILES), help="comma-separated, of: " + ", ".join(PROFILES)
+        "--profiles",
+        default=None,
+        help=f"comma-separated, of: {', '.join(PROFILES)} (default {','.join(DEFAULT_PROFILES)}; --quick "
+        f"{','.join(QUICK_PROFILES)})",
     )
     parser.add_argument(
         "--step-profiles",
@@ -205,7 +209,8 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    args.profiles = parse_list(args.profiles, tuple(PROFILES), "--profiles")
+    default_profiles = QUICK_PROFILES if args.quick else DEFAULT_PROFILES
+    args.profiles = parse_list(args.profiles or ",".join(default_profiles), tuple(PROFILES), "--profiles")
     args.step_profiles = parse_list(args.step_profiles, tuple(PROFILES), "--step-profiles", may_be_empty=True)
     args.clients = parse_list(args.clients, CLIENTS, "--clients")
     args.patterns = parse_list(args.patterns, PATTERNS, "--patterns")
