@@ -67,6 +67,8 @@ CATALOGUE_KINDS = (
     "usage_negative",
     "usage_nonfinite",
 )
+# Decided by OpenRouter before any model runs: answered at once, without the server's latency.
+IMMEDIATE_KINDS = ("no_provider_503", "no_endpoints_404", "quota_429", "moderation_403", "retry_after_3600")
 HINTED_KINDS = ("hint_in_body_429", "hint_in_raw_429", "error_in_choice_429")  # hint: the server's retry_after_s
 
 

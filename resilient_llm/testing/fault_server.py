@@ -30,7 +30,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from resilient_llm.testing.catalogue import CATALOGUE, HINTED_KINDS, behaviour_kind
+from resilient_llm.testing.catalogue import CATALOGUE, HINTED_KINDS, IMMEDIATE_KINDS, behaviour_kind
 from resilient_llm.testing.profiles import (
     FAULT_KINDS,
     KNOWN_MODELS,
@@ -316,6 +316,7 @@ class FaultServer:
                 )
                 if kind == "ok":
                     kind = self._profile.draw(f"{self._seed}:{digest}:{seen}")
+                at_once = kind in IMMEDIATE_KINDS
                 admitted = self.capacity is not None
             c = self._counters
             c.admitted += admitted
