@@ -4,11 +4,14 @@
 
     ResilientLLMError
      ├── ConfigError              a setting or argument is wrong; no retry can fix it
-     ├── ProviderError            one attempt failed; ``kind`` names how, ``status`` the HTTP status if any
+     ├── ProviderError            one attempt failed; ``kind`` (a ``FailureKind``) names how, ``status`` the HTTP
+     │    │                       status if any, ``scope`` how far it reaches, ``retry_after`` any wait asked for
      │    ├── ConnectionFailed    refused, reset, dropped, HTTP protocol error
      │    ├── ProviderTimeout     connect, read, write, pool or total timeout
-     │    ├── ErrorResponse       HTTP status >= 400, or an ``{"error": ...}`` object inside a 200
-     │    ├── MalformedResponse   bad or truncated JSON, no choices, empty content, ``finish_reason: "error"``
+     │    ├── ErrorResponse       HTTP status >= 400, or an error object inside a 200 (top level or in
+     │    │                       ``choices[0]``): rate limits, spent quotas, no provider, moderation, ...
+     │    ├── MalformedResponse   bad or truncated JSON, no choices, empty content, ``finish_reason: "error"``,
+     │    │                       or no content because ``max_tokens`` ran out (``truncated``)
      │    └── BreakerOpen         the route's circuit breaker is open (or its half-open trial is taken): not sent
      └── CallFailed               failed for good: a caller mistake, or the retry budget (attempts or deadline)
                                   ran out; ``failures`` lists every attempt, ``last`` is the final ProviderError
@@ -271,9 +274,11 @@ class FailedAttempt:
     wait_s: float | None = None
     route: str = "openrouter"
     backpressure: bool = False  # the endpoint asked us to slow down (429, in-flight budget)
+    scope: str | None = None  # how far the failure reaches (``Scope``): request, model, endpoint or local
 
     @classmethod
     def of(cls, error: BaseException, wait_s: float | None = None, route: str = "openrouter") -> FailedAttempt:
         if isinstance(error, ProviderError):
-            return cls(error.kind, error.status, str(error.args[0]), wait_s, route, is_backpressure(error))
+            backpressure = is_backpressure(error)
+            return cls(error.kind, error.status, str(error.args[0]), wait_s, route, backpressure, str(error.scope))
         return cls(type(error).__name__, None, redact(str(error)), wait_s, route)
