@@ -111,6 +111,7 @@ def test_spent_free_quota_ends_the_call_at_once_with_its_reset(
 
 
 @pytest.mark.xfail(strict=False, reason="needs per-model breaker/limit from branch breaker/limit (quota memory)")
+@pytest.mark.slow
 def test_spent_quota_is_remembered_until_its_reset(openrouter: FaultServer, engine_on: Callable[..., Engine]) -> None:
     """Once a model's quota is known spent, later calls end without a request until the reset; others unaffected."""
     engine = engine_on(openrouter, deadline=3.0)
@@ -151,6 +152,7 @@ def test_a_hint_only_in_the_body_is_obeyed_before_the_retry(
     assert requests_for(openrouter, model) == 20  # each call: the 429, then the answer after the hint
 
 
+@pytest.mark.slow  # LiteLLM's first import
 def test_moderation_tries_the_fallback_provider(
     openrouter: FaultServer, engine_on: Callable[..., Engine], log_path: Path
 ) -> None:
@@ -210,6 +212,7 @@ def test_a_retry_after_of_an_hour_ends_the_call_at_once(
 
 
 @pytest.mark.xfail(strict=False, reason="needs per-model breaker/limit from branch breaker/limit (per-model gate)")
+@pytest.mark.slow
 def test_a_retry_after_of_an_hour_pauses_only_its_model(
     openrouter: FaultServer, engine_on: Callable[..., Engine]
 ) -> None:
@@ -228,6 +231,7 @@ def test_a_retry_after_of_an_hour_pauses_only_its_model(
 
 
 @pytest.mark.xfail(strict=False, reason="needs per-model breaker/limit from branch breaker/limit (per-model breaker)")
+@pytest.mark.slow
 def test_one_models_provider_outage_leaves_the_breaker_closed_for_others(
     openrouter: FaultServer, engine_on: Callable[..., Engine]
 ) -> None:
