@@ -119,4 +119,3 @@ def test_bench_step_cells_repeat_and_compare_with_litellm(tmp_path: Path) -> Non
     assert ours["retry_after_violations"] == 0
     assert lines["clean", "resilient_llm"]["runs"] == 2  # an explicit --repeats holds for every cell
     assert "| step flaky 24x32 | resilient_llm | gather | 2 |" in (tmp_path / "bench.md").read_text()
-
