@@ -246,6 +246,8 @@ class SharedBreakerState:
             await self._clock.wait(self._wake, REFRESH_S)
 
     async def aclose(self) -> None:
+        """Makes the writes still queued (a process that opened a breaker and exits tells the others), then closes."""
         if self._client is not None and self._client_loop is asyncio.get_running_loop():
+            await self._flush()
             await self._client.aclose()
         self._client = None
