@@ -165,27 +165,44 @@ def test_request_scope_failures_and_backpressure_never_count() -> None:
 
 
 def test_an_endpoint_outage_holds_every_model_and_one_trial_brings_all_back() -> None:
-    """Resets on every model open the endpoint's breaker; calls of both models wait; the trial that succeeds closes
-    it, and the model stopped by the endpoint's failures tries again at once instead of a probe period later."""
+    """Resets across models open the endpoint's breaker; calls of both models wait; the trial that succeeds closes
+    it, and the model whose own breaker the resets opened too tries again at once instead of a probe period later."""
 
     async def scenario(clock: FakeClock) -> None:
         endpoint = Endpoint(clock)
         breaker, log = layer(clock, endpoint)
         endpoint.failing[SICK] = endpoint.failing[HEALTHY] = reset
-        assert [await outcome(breaker, SICK) for _ in range(3)] == ["connection_reset"] * 3
-        assert log.changes(None) == [("closed", "open")]
-        assert log.changes(SICK) == [("closed", "open")]
+        assert [await outcome(breaker, m) for m in (SICK, SICK, SICK, HEALTHY)] == ["connection_reset"] * 4
+        assert log.changes(SICK) == [("closed", "open")]  # its own three
+        assert log.changes(None) == [("closed", "open")]  # four in a row, across two models
         assert breaker.opened(HEALTHY).is_set()  # the endpoint holds every model
-        calls = [asyncio.ensure_future(outcome(breaker, m)) for m in (SICK, HEALTHY) * 20]
+        calls = [asyncio.ensure_future(outcome(breaker, m)) for m in (HEALTHY, SICK) * 20]
         await clock.sleep(5.0)
         during = len(endpoint.sent)
         endpoint.failing[SICK] = endpoint.failing[HEALTHY] = None
         recovered_at = clock.now()
         assert await asyncio.gather(*calls) == ["ok"] * 40
-        assert during <= 3 + 5  # one trial a second while down
-        assert clock.now() - recovered_at <= 2.0 + endpoint.latency * 2
+        assert during <= 4 + 5  # one trial a second while down
+        assert clock.now() - recovered_at <= 1.1 + endpoint.latency * 3  # due, the trial, then at once the rest
         assert breaker.state == "closed"
+        assert log.changes(None)[-1] == ("half-open", "closed")
         assert log.changes(SICK)[-1] == ("half-open", "closed")
+
+    run(scenario)
+
+
+def test_a_burst_of_timeouts_from_one_model_leaves_the_endpoint_closed() -> None:
+    """Ten attempts of one hanging model time out together (nothing answered in between): its breaker opens, the
+    endpoint's does not (its streak must span two models), and another model's next call goes out at once."""
+
+    async def scenario(clock: FakeClock) -> None:
+        endpoint = Endpoint(clock)
+        breaker, log = layer(clock, endpoint)
+        endpoint.failing[SICK] = lambda: ProviderTimeout("slow", kind="read_timeout")
+        assert await asyncio.gather(*(outcome(breaker, SICK) for _ in range(10))) == ["read_timeout"] * 10
+        assert log.changes(None) == []
+        assert log.changes(SICK) == [("closed", "open")]
+        assert await outcome(breaker, HEALTHY) == "ok"
 
     run(scenario)
 

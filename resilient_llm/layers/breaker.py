@@ -40,6 +40,11 @@ from resilient_llm.validation import REDIS_URL, SECONDS, SECONDS_OR_ZERO, Valida
 
 ENDPOINT = "endpoint"  # the endpoint's circuit; a model's is "model:<name>"
 RECENT_ANSWERS = 20  # per model, for its trials' timeout
+# The endpoint's breaker opens on a streak of endpoint-scope failures (refused, reset, timed out) that spans this many
+# models. One model whose provider hangs times out in bursts (every attempt sent in a wave times out together), which
+# with 1 here opens the endpoint's breaker and holds every healthy model (benchmarks/breaker.py, "isolation"); its own
+# breaker holds it already. With one model in use, that model's breaker does the endpoint's job.
+ENDPOINT_WAVE_MODELS = 2
 TRIAL_GRACE_S = 0.5  # the trial's own layers time it out first; this guards against one that does not
 WORST_FIRST = (State.OPEN, State.HALF_OPEN, State.CLOSED)
 FAILED = (Verdict.MODEL_FAILED, Verdict.ENDPOINT_FAILED)
@@ -79,9 +84,10 @@ class _Outage:
 class _Breaker:
     """One circuit (the endpoint's or a model's) and what waits on it."""
 
-    def __init__(self, name: str, model: str | None, jitter: float) -> None:
+    def __init__(self, name: str, model: str | None, rules: policy.CircuitPolicy, jitter: float) -> None:
         self.name = name
         self.model = model  # None: the endpoint's
+        self.rules = rules
         self.circuit = policy.CLOSED
         self.version = 0  # local changes so far: a shared read older than the latest one is ignored
         self.changed = asyncio.Event()  # set (and replaced) when it or, for a model, the endpoint changes
@@ -140,7 +146,8 @@ class BreakerHandler:
         self._shared = shared
         self._clock = clock
         self._rng = rng or random.Random()
-        self._endpoint = _Breaker(ENDPOINT, None, self._rng.random())
+        endpoint_rules = dataclasses.replace(self._policy, wave_models=ENDPOINT_WAVE_MODELS)
+        self._endpoint = _Breaker(ENDPOINT, None, endpoint_rules, self._rng.random())
         self._models: dict[str, _Breaker] = {}
         self._breakers = {ENDPOINT: self._endpoint}
         self._sync: asyncio.Task[None] | None = None
@@ -228,7 +235,7 @@ class BreakerHandler:
     def _model(self, model: str) -> _Breaker:
         found = self._models.get(model)
         if found is None:
-            found = self._models[model] = _Breaker(f"model:{model}", model, self._rng.random())
+            found = self._models[model] = _Breaker(f"model:{model}", model, self._policy, self._rng.random())
             self._breakers[found.name] = found
             self._update_opened(found)
         return found
@@ -243,7 +250,7 @@ class BreakerHandler:
         if not blocked:
             return ()
         now = self._clock.now()
-        if not all(policy.may_claim(b.circuit, self._policy, now) for b in blocked):
+        if not all(policy.may_claim(b.circuit, b.rules, now) for b in blocked):
             return None
         for b in blocked:
             self._set(b, policy.claimed(b.circuit), "next trial due")
@@ -328,7 +335,7 @@ class BreakerHandler:
             request.record.waited_s += self._clock.now() - now
 
     def _trial_due(self, b: _Breaker, now: float) -> float:
-        if policy.may_claim(b.circuit, self._policy, now):
+        if policy.may_claim(b.circuit, b.rules, now):
             return now
         return b.circuit.due if b.circuit.state is State.OPEN else float("inf")  # half-open: its trial is out
 
@@ -345,10 +352,12 @@ class BreakerHandler:
                 continue
             if policy.fails(outcome, endpoint=b is self._endpoint):
                 b.last_failure = str(error)[:200]
-                new = policy.failed(b.circuit, self._policy, now, trial=trial, cause=cause, jitter=b.jitter)
-                self._set(b, new, "trial failed" if trial else f"{self._policy.fail_max} consecutive failures")
+                new = policy.failed(
+                    b.circuit, b.rules, now, trial=trial, cause=cause, jitter=b.jitter, model=pair[1].model or ""
+                )
+                self._set(b, new, "trial failed" if trial else f"{b.rules.fail_max} consecutive failures")
             else:
-                self._set(b, policy.succeeded(b.circuit, self._policy, trial=trial), "trial succeeded")
+                self._set(b, policy.succeeded(b.circuit, b.rules, trial=trial), "trial succeeded")
 
     def _set(self, b: _Breaker, new: Circuit, reason: str, *, share: bool = True) -> None:
         """Moves a breaker to ``new``: wakes its waiters, logs and (``share``) publishes a change of state."""
@@ -383,7 +392,7 @@ class BreakerHandler:
             from_state=str(old.state),
             to_state=str(new.state),
             reason=reason,
-            failures=self._policy.fail_max if old.state is State.CLOSED else None,
+            failures=b.rules.fail_max if old.state is State.CLOSED else None,
             last_failure=b.last_failure if new.state is State.OPEN else None,
             trips=b.trips,
             next_trial_s=round(new.due - now, 3) if new.state is State.OPEN else None,

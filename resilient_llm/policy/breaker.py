@@ -68,7 +68,8 @@ def fails(outcome: Verdict, *, endpoint: bool) -> bool:
 
     A model's circuit counts everything its model's attempts met (a model whose provider hangs looks like timeouts);
     the endpoint's counts only what no model could answer through: a model's own failures came back through a
-    working endpoint, so for the endpoint they are answers.
+    working endpoint, so for the endpoint they are answers. (The endpoint's also needs its streak to span two models,
+    ``CircuitPolicy.wave_models``: timeouts of one hanging model arrive in bursts that would otherwise open it.)
     """
     if endpoint:
         return outcome is Verdict.ENDPOINT_FAILED
@@ -82,6 +83,7 @@ class CircuitPolicy:
     reset_timeout_max: float = 30.0  # trials space out (a twentieth of the outage so far) up to this
     half_open_trials: int = 1  # trials out at once
     success_threshold: int = 1  # successful trials that close it
+    wave_models: int = 1  # the failure streak that opens it must span this many models (the endpoint's: 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +92,7 @@ class Circuit:
 
     state: State = State.CLOSED
     failures: int = 0  # consecutive failed attempts, while closed
+    failed_models: frozenset[str] = frozenset()  # the models those attempts asked (up to ``wave_models`` of them)
     trials: int = 0  # trials out now, while half-open
     successes: int = 0  # successful trials so far, while half-open
     outage_started: float | None = None  # when this outage began (it first opened), until it closes
@@ -122,14 +125,25 @@ def opened(circuit: Circuit, policy: CircuitPolicy, now: float, *, cause: Scope 
 
 
 def failed(
-    circuit: Circuit, policy: CircuitPolicy, now: float, *, trial: bool, cause: Scope | None, jitter: float
+    circuit: Circuit,
+    policy: CircuitPolicy,
+    now: float,
+    *,
+    trial: bool,
+    cause: Scope | None,
+    jitter: float,
+    model: str = "",
 ) -> Circuit:
-    """After a failed attempt: one more consecutive failure while closed; a failed trial opens it again. Outcomes of
-    attempts sent before it opened (not trials) say nothing new while it is open or half-open."""
+    """After a failed attempt (of ``model``): one more consecutive failure while closed, and it opens once there are
+    ``fail_max`` of them across ``wave_models`` models; a failed trial opens it again. Outcomes of attempts sent before
+    it opened (not trials) say nothing new while it is open or half-open."""
     if circuit.state is State.CLOSED:
-        if circuit.failures + 1 >= policy.fail_max:
+        models = circuit.failed_models
+        if len(models) < policy.wave_models:
+            models = models | {model}
+        if circuit.failures + 1 >= policy.fail_max and len(models) >= policy.wave_models:
             return opened(circuit, policy, now, cause=cause, jitter=jitter)
-        return dataclasses.replace(circuit, failures=circuit.failures + 1)
+        return dataclasses.replace(circuit, failures=circuit.failures + 1, failed_models=models)
     if trial and circuit.state is State.HALF_OPEN:
         return opened(circuit, policy, now, cause=cause, jitter=jitter)
     return circuit
