@@ -22,14 +22,21 @@ from tests.redis_server import RedisServer
 
 OTHER_MODEL = "anthropic/claude-3.5-haiku"
 
-# One process of a fleet, whose wall clock is ``offset`` seconds off (time.time, which datetime.now reads too).
+# One process of a fleet, whose wall clock is ``offset`` seconds off (time.time and datetime.now).
 # "trip": its calls open the breaker (the endpoint answers 503), then it exits. "wait": 40 calls meet the open breaker;
 # after 2 s it brings the endpoint back and reports how the calls ended.
 PROCESS = """
-import asyncio, json, sys, time
+import asyncio, datetime, json, sys, time
 offset, role, server_url = float(sys.argv[1]), sys.argv[2], sys.argv[3]
 real_time = time.time
 time.time = lambda: real_time() + offset
+
+class SkewedDatetime(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return super().now(tz) + datetime.timedelta(seconds=offset)
+
+datetime.datetime = SkewedDatetime
 import httpx, resilient_llm
 
 MODEL = "openai/gpt-4o-mini"

@@ -48,6 +48,7 @@ ENDPOINT_WAVE_MODELS = 2
 TRIAL_GRACE_S = 0.5  # the trial's own layers time it out first; this guards against one that does not
 WORST_FIRST = (State.OPEN, State.HALF_OPEN, State.CLOSED)
 FAILED = (Verdict.MODEL_FAILED, Verdict.ENDPOINT_FAILED)
+TRIAL_ELSEWHERE = "trial elsewhere"  # a claim another process's due time or trial refused
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class _Breaker:
         self.recent = collections.deque[float](maxlen=RECENT_ANSWERS)  # for a model: its recent answers' latency
         self.known = False  # shared: its state was read from Redis once (or Redis could not say)
         self.reading: asyncio.Future[None] | None = None  # shared: that first read, while it runs
+        self.claiming = False  # shared: a call here is claiming its trial in Redis (the others wait for the outcome)
 
     def wake(self) -> None:
         self.changed.set()
@@ -216,7 +218,8 @@ class BreakerHandler:
                     raise
                 except BreakerOpen:  # admitted while closed, held back at send time: it opened meanwhile
                     self._abandon(trialled)
-                    waiting_since = waiting_since or self._start_waiting(pair)
+                    if waiting_since is None:
+                        waiting_since = self._start_waiting(pair)
                     continue
                 except BaseException as exc:
                     outcome = policy.verdict(exc)
@@ -249,39 +252,49 @@ class BreakerHandler:
         blocked = [b for b in pair if b.circuit.state is not State.CLOSED]
         if not blocked:
             return ()
-        now = self._clock.now()
-        if not all(policy.may_claim(b.circuit, b.rules, now) for b in blocked):
+        if not all(self._claimable(b, self._clock.now()) for b in blocked):
+            return None
+        if self._shared is not None and not await self._claim_shared(blocked, pair[1]):
             return None
         for b in blocked:
             self._set(b, policy.claimed(b.circuit), "next trial due")
-        if self._shared is not None and not await self._claim_shared(blocked, pair[1]):
-            return None
         return tuple(blocked)
 
+    def _claimable(self, b: _Breaker, now: float) -> bool:
+        return not b.claiming and policy.may_claim(b.circuit, b.rules, now)
+
     async def _claim_shared(self, blocked: list[_Breaker], model: _Breaker) -> bool:
-        """Claims the trial of each breaker across processes; on a refusal gives back what it took and waits."""
+        """Claims the trial of each breaker across processes (while it does, no other call here tries). Refused (not
+        due yet elsewhere, another process holds it, or it closed), it gives back what it took and the call waits."""
         assert self._shared is not None
         hold = policy.trial_timeout(model.recent, cap=float("inf")) + TRIAL_GRACE_S
         granted: list[_Breaker] = []
         for b in blocked:
-            claim = await self._shared.claim_trial(b.name, hold)
-            if claim.granted:
+            b.claiming = True
+        try:
+            for b in blocked:
+                claim = await self._shared.claim_trial(b.name, hold)
+                if not claim.granted:
+                    if claim.closed:
+                        self._set(b, policy.CLOSED, "closed elsewhere", share=False)
+                    elif b.circuit.state is not State.CLOSED:  # not due yet elsewhere, or another process's trial
+                        due = self._clock.now() + claim.wait_s
+                        c = b.circuit
+                        later = Circuit(State.OPEN, outage_started=c.outage_started, due=due, cause=c.cause)
+                        self._set(b, later, TRIAL_ELSEWHERE, share=False)
+                    break
                 granted.append(b)
-                continue
-            for g in granted:
-                self._shared.release_trial(g.name)
-            for g in blocked:
-                self._set(g, policy.trial_abandoned(g.circuit), "trial elsewhere", share=False)
-            if claim.closed:
-                self._set(b, policy.CLOSED, "closed elsewhere", share=False)
-            elif b.circuit.state is not State.CLOSED:  # the trial is not due yet, or another process holds it
-                self._set(b, self._reopened_for(b, claim.wait_s), "trial elsewhere", share=False)
-            return False
-        return True
-
-    def _reopened_for(self, b: _Breaker, wait_s: float) -> Circuit:
-        c = b.circuit
-        return Circuit(State.OPEN, outage_started=c.outage_started, due=self._clock.now() + wait_s, cause=c.cause)
+        finally:
+            for b in blocked:
+                b.claiming = False
+        now = self._clock.now()
+        if len(granted) == len(blocked) and all(policy.may_claim(b.circuit, b.rules, now) for b in blocked):
+            return True
+        for b in granted:
+            self._shared.release_trial(b.name)
+        for b in blocked:
+            self._wake(b)  # the calls that waited on this claim look again
+        return False
 
     async def _trial(self, request: ChatRequest, model: _Breaker, trialled: tuple[_Breaker, ...]) -> ChatResult:
         """The trial attempt, bounded by its own timeout: a trial that hangs is a failed trial."""
@@ -335,8 +348,10 @@ class BreakerHandler:
             request.record.waited_s += self._clock.now() - now
 
     def _trial_due(self, b: _Breaker, now: float) -> float:
-        if policy.may_claim(b.circuit, b.rules, now):
+        if self._claimable(b, now):
             return now
+        if b.claiming:
+            return float("inf")  # its outcome wakes us
         return b.circuit.due if b.circuit.state is State.OPEN else float("inf")  # half-open: its trial is out
 
     # -- outcomes and state changes ------------------------------------------------------------------------------
@@ -370,7 +385,7 @@ class BreakerHandler:
                 self._wake(b)  # a trial became due sooner, or one was given up: waiters look again
             return
         now = self._clock.now()
-        if new.state is State.OPEN:
+        if new.state is State.OPEN and reason != TRIAL_ELSEWHERE:  # not a new opening: waiting for another's trial
             b.trips += 1
             b.jitter = self._rng.random()
             if b.outage is None:
@@ -474,8 +489,8 @@ class BreakerHandler:
                 if c.state is not State.CLOSED and c.trials == 0:
                     self._set(b, policy.CLOSED, "closed elsewhere", share=False)
                 continue
-            if c.state is State.HALF_OPEN and c.trials > 0:
-                continue  # our own trial is out
+            if b.claiming or (c.state is State.HALF_OPEN and c.trials > 0):
+                continue  # our own trial is being claimed or is out
             started = now - view.outage_s
             new = Circuit(State.OPEN, outage_started=min(started, c.outage_started or started), due=now + view.wait_s)
             if c.state is State.CLOSED or abs(new.due - c.due) > 0.05:

@@ -48,14 +48,17 @@ redis.call('DEL', KEYS[3])
 return now - tonumber(redis.call('GET', KEYS[1]))
 """
 
-# KEYS: outage, due, trial. ARGV: claim token, ms the trial may take. Returns -1: closed (nothing to claim),
-# 0: claimed, n > 0: not now, the trial is not due or another process holds it for n ms more.
+# KEYS: outage, due, trial. ARGV: this process's token, ms the trial may take. Returns -1: closed (nothing to claim),
+# 0: claimed (also when this process held it: a trial given up here passes to its next call at once), n > 0: not now,
+# the trial is not due yet or another process holds it for n ms more.
 CLAIM_TRIAL = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local due = redis.call('PTTL', KEYS[2])
 if due > 0 then return due end
-if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', math.max(1, tonumber(ARGV[2]))) then return 0 end
-return math.max(1, redis.call('PTTL', KEYS[3]))
+local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[1] then return math.max(1, redis.call('PTTL', KEYS[3])) end
+redis.call('SET', KEYS[3], ARGV[1], 'PX', math.max(1, tonumber(ARGV[2])))
+return 0
 """
 
 
