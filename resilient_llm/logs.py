@@ -27,6 +27,7 @@ from resilient_llm.runtime import log_line
 from resilient_llm.validation import BOOL, TEXT, Validated, choice, setting
 
 CALL_EVENT = "llm_call"
+ANSWERED = ("ok", "cached")  # outcomes logged at info; every other outcome is a warning
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -234,3 +235,10 @@ def make_logger(config: LogConfig, sink: LogSink) -> Any:
         wrapper_class=structlog.make_filtering_bound_logger(config.level if sink.enabled else "critical"),
         logger_name="resilient_llm",
     )
+
+
+def log_call(logger: Any, outcome: str, latency_ms: float, *, call_id: int, model: str, **fields: Any) -> None:
+    """Write one ``llm_call`` line: the one place its shape and level are decided, for the engine's calls, the
+    drop-in's rejected calls and the original (flag-off) path alike."""
+    level = "info" if outcome in ANSWERED else "warning"
+    getattr(logger, level)(CALL_EVENT, outcome=outcome, latency_ms=latency_ms, call_id=call_id, model=model, **fields)

@@ -327,3 +327,30 @@ def test_redis_killed_mid_run_never_fails_a_call_and_recovers(
     events = [line["event"] for line in read_log(log_path) if line["event"].startswith("cache_")]
     assert events.count("cache_fault") == 1
     assert events[-1] == "cache_recovered"
+
+
+def test_disk_store_runs_sqlite_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk store's async reads, writes and deletes run SQLite on a worker thread, never on the calling loop."""
+    from resilient_llm.stores.disk import DiskStore
+
+    store = DiskStore(str(tmp_path / "c"), 1 << 20)
+    threads: list[threading.Thread] = []
+    opened = store._open
+
+    def watched() -> object:
+        threads.append(threading.current_thread())
+        return opened()
+
+    monkeypatch.setattr(store, "_open", watched)
+
+    async def scenario() -> tuple[bytes | None, threading.Thread]:
+        await store.set("k", b"v", None)
+        got = await store.get("k")
+        await store.delete("k")
+        await store.close()
+        return got, threading.current_thread()
+
+    got, loop_thread = asyncio.run(scenario())
+    assert got == b"v"
+    assert len(threads) == 3
+    assert loop_thread not in threads

@@ -13,8 +13,7 @@ import pytest
 
 import resilient_llm
 from open_instruct.search_rewards.utils import run_utils
-from resilient_llm import engine as engine_module
-from resilient_llm import logs
+from resilient_llm import logs, process
 from resilient_llm.testing.fault_server import FaultServer
 from tests import original_run_utils
 from tests.conftest import API_KEY, MODEL, call_lines
@@ -93,7 +92,7 @@ def test_flag_off_returns_and_raises_what_the_original_does(
     server.script(*faults)
     assert outcome(call, run_utils, server) == expected
     assert server.stats()["requests"] == 2 * requests
-    assert engine_module._default is None
+    assert process._default is None
     if logging == "off":
         assert list(tmp_path.iterdir()) == []
     else:

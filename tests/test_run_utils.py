@@ -16,7 +16,7 @@ import pytest
 import resilient_llm
 from open_instruct.search_rewards.utils import run_utils
 from open_instruct.search_rewards.utils.openrouter_replacement import call_openrouter, call_openrouter_async
-from resilient_llm import engine as engine_module
+from resilient_llm import process
 from resilient_llm.testing.fault_server import FaultServer
 from tests.conftest import API_KEY, MODEL, call_lines, read_log
 
@@ -171,7 +171,7 @@ def test_flag_off_runs_litellm_unchanged(server: FaultServer, monkeypatch: pytes
     assert run_utils.run_litellm(MODEL, "q", "sys").startswith('{"score"')
     assert asyncio.run(run_utils.run_litellm_async(MODEL, "q")).startswith('{"score"')
     assert server.stats()["requests"] == 2
-    assert engine_module._default is None
+    assert process._default is None
     assert [(line["event"], line["route"], line["outcome"]) for line in read_log(log_path)] == [
         ("llm_call", "litellm_original", "ok")
     ] * 2

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from resilient_llm.errors import CallFailed
-from resilient_llm.logs import CALL_EVENT
+from resilient_llm.logs import log_call
 from resilient_llm.recorder import Metrics
 from resilient_llm.types import ChatRequest, ChatResult, Handler, Outcome
 
@@ -92,6 +92,4 @@ class ObserveHandler:
             self.outcomes[str(outcome)] += 1
         latency_s = time.perf_counter() - started
         self.metrics.record(str(outcome), latency_s, fields["model"], more)
-        latency_ms = round(latency_s * 1000.0, 3)
-        level = "info" if outcome in (Outcome.OK, Outcome.CACHED) else "warning"
-        getattr(self._log, level)(CALL_EVENT, outcome=str(outcome), latency_ms=latency_ms, **fields, **more)
+        log_call(self._log, str(outcome), round(latency_s * 1000.0, 3), **fields, **more)
