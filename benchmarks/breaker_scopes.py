@@ -10,8 +10,11 @@
   which count for the endpoint too). The healthy model's calls and latency and the endpoint breaker's trips, against
   a run without the sick model; ``hang-wave1`` is the same with the endpoint breaker opening on one model's streak
   (the rule this project chose against: ``layers/breaker.ENDPOINT_WAVE_MODELS``).
+- ``model_wave``: the endpoint answers 503 for every model for 6 s (model-scope failures, which the endpoint's
+  breaker does not count) while 24 callers ask 1 or 3 models: requests sent into the outage, and how soon after it
+  calls are answered again. What counting such waves on the endpoint's breaker could save.
 
-    python -m benchmarks.breaker_scopes [--repeats 2] [--only hung_trial,isolation]
+    python -m benchmarks.breaker_scopes [--repeats 2] [--only hung_trial,isolation,model_wave]
 
 Results: ``benchmarks/results/breaker_scopes.json`` (every repeat, and min / median / max per figure).
 """
@@ -161,6 +164,46 @@ async def isolation(sick: str | None, wave_models: int = 2, duration: float = 12
     }
 
 
+async def model_wave(models: int, duration: float = 14.0, down: tuple[float, float] = (2.0, 8.0)) -> dict[str, Any]:
+    """The whole endpoint answers 503 (a model-scope failure, as OpenRouter's per-model 5xx) from ``down[0]`` to
+    ``down[1]`` while 24 callers ask ``models`` models in turn: what the outage costs the endpoint and how soon calls
+    are answered again, when each model's breaker stops only its own model (the endpoint's never counts a 503)."""
+    names = [HEALTHY, SICK, "openai/gpt-4.1-mini"][:models]
+    LOG.unlink(missing_ok=True)
+    rows: list[tuple[float, str]] = []
+    with RemoteFaultServer("clean", latency_s=0.05) as server:
+        with engine(server.url, timeout=10.0, breaker={"outage_wait": 30.0}) as eng:
+            started = time.monotonic()
+
+            async def caller(worker: int) -> None:
+                n = 0
+                while time.monotonic() - started < duration:
+                    result = await eng.acomplete(names[(worker + n) % models], user=f"{worker} {n}")
+                    rows.append((time.monotonic() - started, str(result.outcome)))
+                    n += 1
+
+            async def outage() -> None:
+                await asyncio.sleep(down[0])
+                server.set_down(True)
+                await asyncio.sleep(down[1] - down[0])
+                server.set_down(False)
+
+            await asyncio.gather(outage(), *(caller(w) for w in range(24)))
+        stats = server.stats()
+    events = [json.loads(line) for line in LOG.read_text().splitlines()]
+    opened = [e for e in events if e["event"] == "breaker_state_change" and e["to_state"] == "open"]
+    first_after = min((t for t, outcome in rows if outcome == Outcome.OK and t > down[1]), default=None)
+    return {
+        "models": models,
+        "outage_s": down[1] - down[0],
+        "requests_into_the_outage": stats["requests_while_down"],
+        "breaker_openings": {"endpoint": sum(1 for e in opened if e["model"] is None), "models": len(opened)},
+        "first_real_answer_after_recovery_s": None if first_after is None else round(first_after - down[1], 2),
+        "outcomes": {o: sum(1 for _, out in rows if out == o) for o in sorted({out for _, out in rows})},
+        "load_1m": load(),
+    }
+
+
 def summary(runs: list[dict[str, Any]], *paths: str) -> dict[str, dict[str, float]]:
     """min / median / max of each figure named by a dotted path, over the repeats."""
     out: dict[str, dict[str, float]] = {}
@@ -178,7 +221,7 @@ def summary(runs: list[dict[str, Any]], *paths: str) -> dict[str, dict[str, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--only", default="hung_trial,isolation")
+    parser.add_argument("--only", default="hung_trial,isolation,model_wave")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(","))
@@ -208,6 +251,13 @@ def main() -> None:
             figures = ("healthy_calls", "healthy_latency_ms.p50", "healthy_latency_ms.p99", "endpoint_trips")
             section[name] = {"runs": runs, "summary": summary(runs, *figures)}
         report["isolation"] = section
+    if "model_wave" in only:
+        section = {}
+        for models in (1, 3):
+            runs = [asyncio.run(model_wave(models)) for _ in range(args.repeats)]
+            figures = ("requests_into_the_outage", "first_real_answer_after_recovery_s")
+            section[f"{models}_models"] = {"runs": runs, "summary": summary(runs, *figures)}
+        report["model_wave"] = section
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
