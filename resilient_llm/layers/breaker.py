@@ -2,9 +2,10 @@
 decides, this layer carries it out).
 
 A model's breaker counts its model's failed attempts (the failure's scope is the model's or the endpoint's); the
-endpoint's counts only what no model could answer through (refused, reset, timed out: ``Scope.ENDPOINT``). A failure
-scoped to the request (truncated, no provider for its parameters, moderation, a caller mistake) is an answer, and
-cancellations, backpressure and our own refusals say nothing. An attempt goes out when both breakers that govern its
+endpoint's counts only what no model could answer through (refused, reset, timed out: ``Scope.ENDPOINT``), and
+only a streak that spans two models (``ENDPOINT_WAVE_MODELS``; with one model in use, its own breaker does the job).
+A failure scoped to the request (truncated, no provider for its parameters, moderation, a caller mistake) is an
+answer, and cancellations, backpressure and our own refusals say nothing. An attempt goes out when both breakers that govern its
 model are closed, so a model in trouble holds only its own calls.
 
 An open breaker means "don't send", not "give up": a call that meets it waits (holding no concurrency slot, spending
@@ -12,11 +13,12 @@ none of its retries) until it closes, up to ``outage_wait`` seconds from the mom
 with BreakerOpen and the fallback chain answers. One trial at a time probes, spaced by a twentieth of the outage so
 far within ``reset_timeout`` .. ``reset_timeout_max`` (across processes when the state is shared: one claim at a
 time). The trial has a short timeout of its own, from its model's recent answers: a hung trial is a failed trial. A
-call whose trial fails goes back to waiting instead of spending a retry. Waiting calls sleep until the breaker changes
-or their trial is due; nothing polls.
+call whose trial fails goes back to waiting instead of spending a retry. Waiting calls sleep until a breaker of theirs
+changes or their trial is due (an event each), never polling.
 
 With ``redis_url`` the breakers' state changes are shared (``stores/breaker_state.py``) and read back in the
-background: no call waits for Redis, except a waiting call claiming a trial.
+background, one round trip per process every half second whatever the number of waiting calls: no call waits for
+Redis, except a process's first call of a model (one bounded read) and a waiting call claiming a trial.
 """
 
 from __future__ import annotations
