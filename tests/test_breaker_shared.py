@@ -17,8 +17,8 @@ import redis
 
 from resilient_llm import Engine, Outcome
 from resilient_llm.testing.fault_server import FaultServer
+from resilient_llm.testing.redis_server import RedisServer
 from tests.conftest import MODEL, read_log
-from tests.redis_server import RedisServer
 
 OTHER_MODEL = "anthropic/claude-3.5-haiku"
 
@@ -74,6 +74,7 @@ def run_process(server: FaultServer, redis_url: str, tmp_path: Path, role: str, 
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("tripper_offset", "waiter_offset"), [(300.0, 0.0), (0.0, 300.0), (-300.0, 0.0)])
 def test_clocks_300_s_apart_agree_on_when_the_next_trial_is_due(
     server: FaultServer, redis_server: RedisServer, tmp_path: Path, tripper_offset: float, waiter_offset: float
@@ -98,6 +99,7 @@ def commands(client: redis.Redis, *names: str) -> int:
 WRITES = ("set", "incr", "del", "eval", "evalsha", "expire", "pexpire")
 
 
+@pytest.mark.slow
 def test_calls_that_succeed_write_nothing_and_reads_are_a_few_a_second(
     server: FaultServer, make_engine: Callable[..., Engine], redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -152,6 +154,7 @@ def test_a_models_open_breaker_is_shared_by_model(
     assert keys == [MODEL, MODEL]  # outage and due of the model's breaker; the endpoint's and the other model's: none
 
 
+@pytest.mark.slow
 def test_a_stalled_redis_costs_calls_nothing_and_the_breaker_decides_locally(
     server: FaultServer, make_engine: Callable[..., Engine], redis_server: RedisServer, log_path: Path
 ) -> None:

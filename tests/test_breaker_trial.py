@@ -6,6 +6,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import pytest
+
 from resilient_llm import Engine, Outcome
 from resilient_llm.testing.fault_server import FaultServer
 from tests.conftest import MODEL
@@ -13,6 +15,7 @@ from tests.conftest import MODEL
 CALLS = 200
 
 
+@pytest.mark.slow
 def test_a_hung_trial_neither_stalls_nor_spins_the_calls_waiting_behind_it(make_engine: Callable[..., Engine]) -> None:
     """With a 60 s request timeout, 200 calls wait out an outage; the endpoint comes back but the first trial hangs
     (for two minutes). The trial times out on its own (10 s: no recent answer to go by), the next one succeeds, and at

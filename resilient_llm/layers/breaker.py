@@ -5,8 +5,8 @@ A model's breaker counts its model's failed attempts (the failure's scope is the
 endpoint's counts only what no model could answer through (refused, reset, timed out: ``Scope.ENDPOINT``), and
 only a streak that spans two models (``ENDPOINT_WAVE_MODELS``; with one model in use, its own breaker does the job).
 A failure scoped to the request (truncated, no provider for its parameters, moderation, a caller mistake) is an
-answer, and cancellations, backpressure and our own refusals say nothing. An attempt goes out when both breakers that govern its
-model are closed, so a model in trouble holds only its own calls.
+answer, and cancellations, backpressure and our own refusals say nothing. An attempt goes out when both breakers
+that govern its model are closed, so a model in trouble holds only its own calls.
 
 An open breaker means "don't send", not "give up": a call that meets it waits (holding no concurrency slot, spending
 none of its retries) until it closes, up to ``outage_wait`` seconds from the moment it first met it; then it fails
