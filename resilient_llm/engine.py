@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from resilient_llm.layers.breaker import BreakerSnapshot
     from resilient_llm.layers.retry import Sleep
 
 
@@ -162,6 +163,11 @@ class Engine:
     def breaker_state(self) -> str:
         """The OpenRouter route's breakers: closed, open or half-open, the worst of the endpoint's and any model's."""
         return self._stack.breaker.state
+
+    @property
+    def breakers(self) -> BreakerSnapshot:
+        """The OpenRouter route's breakers now: the endpoint's state, every model whose breaker is not closed, trips."""
+        return self._stack.breaker.snapshot()
 
     @property
     def breaker_trips(self) -> int:

@@ -119,7 +119,8 @@ class BreakerSnapshot:
 
     endpoint: State
     models: Mapping[str, State]
-    trips: int
+    trips: int  # openings of any of them (the endpoint's and every model's)
+    endpoint_trips: int  # of them, the endpoint's (which held every model)
 
     @property
     def worst(self) -> State:
@@ -173,7 +174,7 @@ class BreakerHandler:
 
     def snapshot(self) -> BreakerSnapshot:
         models = {m: b.circuit.state for m, b in self._models.items() if b.circuit.state is not State.CLOSED}
-        return BreakerSnapshot(self._endpoint.circuit.state, models, self.trips)
+        return BreakerSnapshot(self._endpoint.circuit.state, models, self.trips, self._endpoint.trips)
 
     @property
     def state(self) -> str:
