@@ -131,13 +131,13 @@ def test_a_burst_of_refusals_counts_once() -> None:
 
 def test_a_lone_refusal_while_the_limit_idles_does_not_cut() -> None:
     """Between a trainer's batches (5 in flight under a limit of 42) one 429 is a hiccup, not the capacity's edge;
-    two such refusals in one window still cut."""
+    refusals that are a quarter of what was sent at the top level in one window still cut."""
     state = feed(initial_state(CONFIG), [*rounds(1, 20), Sample(Signal.OK, 0.9, 0.95, 4)])[-1]  # 42 permits
     quiet = [Sample(Signal.OK, 1.0, 1.5 + i * 1e-3, 4) for i in range(8)]
     hiccup = feed(state, [*quiet, Sample(Signal.BACKPRESSURE, 1.2, 1.201, 5), Sample(Signal.OK, 1.6, 2.2, 4)])
     assert hiccup[-1].permits == state.permits
-    twice = [Sample(Signal.BACKPRESSURE, 1.2, 1.201, 5), Sample(Signal.BACKPRESSURE, 1.3, 1.301, 5)]
-    cut = feed(state, [*quiet, *twice, Sample(Signal.OK, 1.6, 2.2, 4)])
+    thrice = [Sample(Signal.BACKPRESSURE, 1.2 + i / 10, 1.201 + i / 10, 5) for i in range(3)]
+    cut = feed(state, [*quiet, *thrice, Sample(Signal.OK, 1.6, 2.2, 4)])
     assert cut[-1].permits < state.permits
 
 
