@@ -98,7 +98,7 @@ class LimitPolicy:
     min_window_samples: int = 8  # finished attempts a window needs before it is judged
     token_floor: int = 32  # latency is scaled to an answer of this many tokens
     min_refused_share: float = 0.15  # refusals cut when at least this share of what was sent at their level
-    client_bound_share: float = 0.5  # an answer whose latency was more than this share our own delay: not timed
+    client_bound_share: float = 0.5  # our own delay beyond this share of an answer (or of the baseline): not timed
 
     def __post_init__(self) -> None:
         for name in ("initial", "min_limit", "max_limit", "baseline_windows", "min_window_samples", "token_floor"):
@@ -155,6 +155,7 @@ class Window:
     answered: int = 0
     timed: int = 0  # answered attempts whose latency was the server's (not mostly our own process's delay)
     latency_sum: float = 0.0  # of the timed attempts' latency signals
+    delay_sum: float = 0.0  # of the answered attempts' client delays (our own process's part of their latency)
     peak: int = 0  # most attempts in flight seen
     answered_max: int = 0  # most attempts in flight at the start of one that got an answer
     refused_min: int | None = None  # fewest in flight at the start of one that was refused
@@ -250,6 +251,7 @@ def _record(config: LimitPolicy, window: Window, sample: Sample) -> Window:
         answered=window.answered + (not refused),
         timed=window.timed + timed,
         latency_sum=window.latency_sum + (signal if timed else 0.0),
+        delay_sum=window.delay_sum + (0.0 if refused else sample.client_delay),
         peak=max(window.peak, sample.in_flight, sample.in_flight_end or 0),
         answered_max=answered_max,
         refused_min=min(window.refused_min or sample.in_flight, sample.in_flight) if refused else window.refused_min,
@@ -285,6 +287,8 @@ def _judge(config: LimitPolicy, state: LimitState, window: Window, sample: Sampl
         return state
     mean = window.latency_sum / window.timed
     baseline = mean if state.baseline is None else state.baseline
+    if window.delay_sum / window.answered > config.client_bound_share * baseline:
+        return state  # our own process is the bottleneck: fewer attempts in flight would not answer faster
     queueing = mean > config.tolerance * baseline and window.peak >= config.min_utilisation * state.limit
     futile = 0
     if state.cut_mean is not None and mean >= state.cut_mean * (1.0 + state.cut_ratio) / 2:
