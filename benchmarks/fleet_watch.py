@@ -1,8 +1,9 @@
 """Watching a fleet from outside: the fault server's counters and the shared limit's Redis keys, sampled on a thread.
 
 The shared limit's keys are read the way its scripts read them (``stores/shared_limit.py``): a permit is a member of
-the ``holders`` sorted set named ``<process>:<n>`` whose score, its lease's expiry, is still ahead of Redis's clock.
-Grouping members by ``<process>`` tells which process holds how many permits, without asking the processes.
+the endpoint's ``holders`` sorted set named ``<process>:<model hash>:<n>`` whose score, its lease's expiry, is still
+ahead of Redis's clock. Grouping members by ``<process>:<model hash>`` tells which process holds how many permits
+(for a fleet calling one model, one group per process), without asking the processes.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def read_limit_keys(client: redis.Redis) -> tuple[dict[str, int], dict[str, int]
             process, _, number = member.decode().rpartition(":")
             holders[process] = holders.get(process, 0) + 1
             newest[process] = max(newest.get(process, -1), int(number))
-        raw = client.hget(key.decode().removesuffix("holders") + "limit", "value")
-        limit = None if raw is None else float(raw)
+        for limit_key in client.scan_iter(match=key.decode().removesuffix("holders") + "m:*:limit"):
+            raw = client.hget(limit_key, "value")
+            limit = None if raw is None else max(float(raw), limit or 0.0)
     return holders, newest, limit
 
 

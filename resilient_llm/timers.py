@@ -15,19 +15,24 @@ from collections.abc import Callable
 
 from resilient_llm.clock import Clock
 
+COMPACT_AT = 64
+
 
 class Timer:
     """A scheduled callback; ``cancel`` before it fires and it never does."""
 
-    __slots__ = ("callback", "cancelled", "when")
+    __slots__ = ("_owner", "callback", "cancelled", "when")
 
-    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+    def __init__(self, when: float, callback: Callable[[], None], owner: Timers) -> None:
         self.when = when
         self.callback = callback
         self.cancelled = False
+        self._owner = owner
 
     def cancel(self) -> None:
-        self.cancelled = True
+        if not self.cancelled:
+            self.cancelled = True
+            self._owner._cancelled += 1
 
 
 class Timers:
@@ -39,9 +44,16 @@ class Timers:
         self._order = itertools.count()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._cancelled = 0  # cancelled timers still in the heap
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
-        timer = Timer(when, callback)
+        if self._cancelled > COMPACT_AT and self._cancelled > len(self._heap) // 2:
+            # Queued attempts cancel their deadline timers when they get a slot, long before it is due: drop them
+            # (as asyncio does with its own cancelled timers) instead of keeping one per attempt for its whole timeout.
+            self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+            heapq.heapify(self._heap)
+            self._cancelled = 0
+        timer = Timer(when, callback, self)
         earliest = self._heap[0][0] if self._heap else None
         heapq.heappush(self._heap, (when, next(self._order), timer))
         if self._task is None or self._task.done():
@@ -58,6 +70,7 @@ class Timers:
             when, _, timer = self._heap[0]
             if timer.cancelled:
                 heapq.heappop(self._heap)
+                self._cancelled -= 1
                 continue
             left = when - self._clock.now()
             if left > 0:
@@ -65,10 +78,12 @@ class Timers:
                 await self._clock.wait(self._changed, left)
                 continue
             heapq.heappop(self._heap)
+            timer.cancelled = True  # fired: a later cancel() must not count it as still in the heap
             timer.callback()
 
     async def aclose(self) -> None:
         self._heap.clear()
+        self._cancelled = 0
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
