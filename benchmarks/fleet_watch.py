@@ -48,7 +48,8 @@ def read_limit_keys(client: redis.Redis) -> tuple[dict[str, int], dict[str, int]
             newest[process] = max(newest.get(process, -1), int(number))
         for limit_key in client.scan_iter(match=key.decode().removesuffix("holders") + "m:*:limit"):
             raw = client.hget(limit_key, "value")
-            limit = None if raw is None else max(float(raw), limit or 0.0)
+            if raw is not None:
+                limit = max(float(raw), limit or 0.0)
     return holders, newest, limit
 
 
