@@ -51,6 +51,8 @@ from dataclasses import dataclass
 
 from resilient_llm.errors import BreakerOpen, ConfigError, ProviderTimeout, is_backpressure
 
+EDGE_MARGIN = 2.0  # permits past the last refused level after which the limit is no longer at the capacity's edge
+
 
 class Signal(enum.StrEnum):
     """What one finished attempt says about the endpoint's capacity."""
@@ -177,7 +179,7 @@ class LimitState:
     cut_mean: float | None = None  # the window latency behind the last latency decrease, until the next window
     cut_ratio: float = 1.0  # the share of the attempts then in flight that it left
     futile_cuts: int = 0  # latency decreases in a row after which answers did not get faster
-    refused_level: float | None = None  # the level the last backpressure cut found refused, until the limit passes it
+    refused_level: float | None = None  # the level the last backpressure cut found refused
     reason: str | None = None
 
     @property
@@ -191,9 +193,10 @@ def initial_state(config: LimitPolicy) -> LimitState:
 
 
 def at_capacity_edge(config: LimitPolicy, state: LimitState) -> bool:
-    """Whether the limit is back near a level the endpoint refused (an extra attempt now, a hedge, would likely draw
-    a 429): from just under the refused level until the limit passes it without a new refusal."""
-    return state.refused_level is not None and state.limit >= config.backoff_ratio * state.refused_level - 1.0
+    """Whether the limit is back near the level the endpoint last refused (an extra attempt now, a hedge, would
+    likely draw a 429): from just under it until the limit has passed it by a few permits without a new refusal."""
+    level = state.refused_level
+    return level is not None and config.backoff_ratio * level - 1.0 <= state.limit <= level + EDGE_MARGIN
 
 
 def adopt(config: LimitPolicy, state: LimitState, limit: float) -> LimitState:
@@ -337,8 +340,6 @@ def _grow(config: LimitPolicy, state: LimitState, sample: Sample) -> LimitState:
             target = state.plateau + config.cubic * (sample.end - state.decreased_at - state.cubic_k) ** 3
             step = min(config.slow_start_step, (target - limit) / limit)
         limit = min(float(config.max_limit), limit + max(0.0, step))
-    edge = state.refused_level if state.refused_level is not None and limit <= state.refused_level else None
     if int(limit) == state.permits:
-        return dataclasses.replace(state, limit=limit, refused_level=edge)
-    reason = "slow_start" if state.slow_start else "increase"
-    return dataclasses.replace(state, limit=limit, refused_level=edge, reason=reason)
+        return dataclasses.replace(state, limit=limit)
+    return dataclasses.replace(state, limit=limit, reason="slow_start" if state.slow_start else "increase")
