@@ -94,7 +94,7 @@ class Engine:
             top_p=options.get("top_p"),
             frequency_penalty=options.get("frequency_penalty"),
             presence_penalty=options.get("presence_penalty"),
-            extra_body=extra_fields(options.get("extra_body")),
+            extra_body=self.config.extra_body(extra_fields(options.get("extra_body"))),
             timeout=self.config.http.timeout if timeout is None else timeout,
             num_retries=self.config.retry.num_retries if num_retries is None else num_retries,
             raise_caller_errors=options.get("raise_caller_errors", True),

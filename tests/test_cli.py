@@ -47,8 +47,8 @@ def test_stats_windows_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_stats_on_a_missing_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
-    """A missing log file is reported, not a traceback."""
-    assert main(["stats", "/nonexistent/calls.jsonl"]) == 2
+    """A missing log file is one line naming it and exit 1, not a traceback."""
+    assert main(["stats", "/nonexistent/calls.jsonl"]) == 1
     assert "cannot read /nonexistent/calls.jsonl" in capsys.readouterr().err
 
 

@@ -64,14 +64,17 @@ def test_stats_png_into_a_missing_folder_makes_it(tmp_path: Path) -> None:
 
 
 def test_stats_png_where_no_file_can_go_is_a_clear_error(tmp_path: Path) -> None:
-    """--png under a regular file (no folder can be made there): exit 2 with the path named, no traceback."""
+    """--png under a regular file (no folder can be made there): the table still printed, then one line naming the
+    path and exit 1, no traceback."""
     log = tmp_path / "calls.jsonl"
     log.write_text(ODD_LOG)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     done = run_cli("stats", str(log), "--png", str(blocker / "outcomes.png"))
-    assert done.returncode == 2
+    assert done.returncode == 1
+    assert "skipped lines: 0 malformed" in done.stdout
     assert str(blocker) in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
 
 

@@ -74,6 +74,7 @@ class ObserveHandler:
             fields,
             route=result.route,
             answered_by=result.model,
+            provider=result.provider,
             attempts=result.attempts,
             failures=[dataclasses.asdict(f) for f in result.failures],
             prompt_tokens=result.usage.prompt_tokens,
