@@ -63,7 +63,8 @@ OTHER = "meta-llama/llama-3.3-70b-instruct:free"
 
 
 def test_permits_up_to_the_limit_then_refused(make_limit: Callable[..., SharedLimit]) -> None:
-    """Three permits at limit 3 (in blocks: two, then one of two asked), the fourth refused; a release makes room."""
+    """Three permits at limit 3 (in blocks: two, then one of two asked), the fourth refused; a release makes room
+    (each of the two processes may hold its share, two of the three)."""
     one, two = make_limit(), make_limit()
     first = one.reserve(MODEL, 2, 3)
     second = two.reserve(MODEL, 2, 3)
@@ -86,6 +87,22 @@ def test_each_model_has_its_own_limit_under_the_endpoint_ceiling(make_limit: Cal
     assert len(other.permits) == 2  # 3 + 2 = the ceiling of 5
     assert (other.model_in_flight, other.in_flight) == (2, 5)
     assert (one.in_flight(MODEL), one.in_flight(OTHER), one.in_flight()) == (3, 2, 5)
+
+
+def test_processes_using_a_model_share_its_limit_fairly(make_limit: Callable[..., SharedLimit]) -> None:
+    """Alone, a process may hold the whole limit of 8; once another asks too, each may hold half: the first learns
+    its share from sync and the second gets the permits the first gives back."""
+    one, two = make_limit(), make_limit()
+    first = one.reserve(MODEL, 8, 8)
+    assert (len(first.permits), first.fair) == (8, 8)
+    second = two.reserve(MODEL, 8, 8)
+    assert (second.permits, second.fair) == ((), 4)
+    assert one.sync([MODEL])[MODEL].fair == 0  # no shared value stored: the share comes with reserve
+    one.publish_limit(MODEL, 8)
+    assert one.sync([MODEL])[MODEL].fair == 4
+    one.release(MODEL, first.permits[:4])
+    assert len(two.reserve(MODEL, 8, 8).permits) == 4
+    assert len(one.reserve(MODEL, 8, 8).permits) == 0  # holds its share already
 
 
 def test_the_shared_value_overrides_the_argument(make_limit: Callable[..., SharedLimit]) -> None:

@@ -1,7 +1,8 @@
 """The limit layer's bridge to the Redis permits (``stores/shared_limit.py``), kept off the call's path.
 
-Per model this process holds a few permits ahead of need (``spare``: an eighth of the model's limit, at least one)
-taken from Redis in blocks: an attempt takes a free one without a round trip, gives it back to the local pool when
+Per model this process holds a few permits ahead of need (``spare``: an eighth of the model's limit, at least one),
+never more than its fair share while other processes use the model (Redis splits the limit among them), taken from
+Redis in blocks: an attempt takes a free one without a round trip, gives it back to the local pool when
 it ends, and a background refill tops the pool up while it runs low. Once a second a ``sync`` renews every permit
 held (re-adding any Redis lost), gives back what has sat unused beyond the spare, and reads every model's shared
 limit and gate back for the limit layer (``watch``). Growth and cuts of a model's limit are published in the
@@ -59,6 +60,7 @@ class _Pool:
     refill: asyncio.Future[Reserved | None] | None = None
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     down: bool = False  # the last refill failed: Redis is away
+    fair: int = 0  # the most this process may hold (the model's limit split among its active processes; 0: unknown)
     limit: float | None = None
     generation: int = 0
     others: int = 0
@@ -125,11 +127,15 @@ class SharedPermits:
             pool.waiting -= 1
 
     def put_back(self, lease: Lease) -> None:
-        """The attempt ended: its permit goes back to this process's pool (Redis hears at the next sync)."""
+        """The attempt ended: its permit goes back to this process's pool (Redis hears at the next sync), or to
+        Redis when this process holds more than its fair share (other processes came to use the model)."""
         pool = self._pools[lease.model]
         if lease.permit is not None and lease.permit in pool.busy:
             pool.busy.discard(lease.permit)
-            pool.free.append(lease.permit)
+            if pool.fair and len(pool.busy) + len(pool.free) >= pool.fair:
+                self._in_background(self._store.release, lease.model, [lease.permit])
+            else:
+                pool.free.append(lease.permit)
 
     def shut_gate(self, model: str, seconds: float) -> None:
         self._in_background(self._store.set_gate, model, seconds)
@@ -181,6 +187,7 @@ class SharedPermits:
         if got is not None:
             pool.free.extend(got.permits)
             pool.limit, pool.generation, pool.gate_s = got.limit, got.generation, got.gate_s
+            pool.fair = got.fair
             pool.others = max(0, got.model_in_flight - len(pool.free) - len(pool.busy))
             for listener in self._listeners:
                 listener(model, got.limit, got.generation, got.gate_s)
@@ -221,7 +228,10 @@ class SharedPermits:
         while True:
             await self._clock.sleep(SYNC_S)
             for model, pool in self._pools.items():
-                unused = len(pool.free) - pool.spare() - pool.waiting
+                keep = pool.spare() + pool.waiting
+                if pool.fair:
+                    keep = min(keep, max(0, pool.fair - len(pool.busy)))
+                unused = len(pool.free) - keep
                 if unused > 0 and pool.refill is None:
                     extra, pool.free = pool.free[:unused], pool.free[unused:]
                     await self._run(self._store.release, model, extra)
@@ -229,6 +239,7 @@ class SharedPermits:
             for model, view in (views or {}).items():
                 pool = self._pool(model)
                 pool.limit, pool.generation, pool.gate_s = view.limit, view.generation, view.gate_s
+                pool.fair = view.fair or pool.fair
                 pool.others = max(0, view.in_flight - len(pool.free) - len(pool.busy))
                 for listener in self._listeners:
                     listener(model, view.limit, view.generation, view.gate_s)

@@ -1,20 +1,26 @@
 """The Lua scripts of the shared limit (``shared_limit.py``): each runs atomically inside Redis, on Redis's clock."""
 
 _NOW_MS = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-_RESERVE = (  # KEYS holders (endpoint), permits (model), limit (model), gate (model)
-    # ARGV member prefix, first number, wanted, lease ms, limit if unset, endpoint ceiling
+_RESERVE = (  # KEYS holders (endpoint), permits (model), limit (model), gate (model), active (model)
+    # ARGV member prefix, first number, wanted, lease ms, limit if unset, endpoint ceiling, held by the caller, process
+    # ``active``: the processes that asked or held lately (2 s); each may hold its fair share of the limit at most.
     _NOW_MS
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+redis.call('ZADD', KEYS[5], now + 2000, ARGV[8])
+redis.call('PEXPIRE', KEYS[5], 4000)
 local gate = redis.call('PTTL', KEYS[4])
 local limit = tonumber(redis.call('HGET', KEYS[3], 'value') or ARGV[5])
 local generation = tonumber(redis.call('HGET', KEYS[3], 'generation') or '0')
+local fair = math.max(1, math.ceil(math.floor(limit) / redis.call('ZCARD', KEYS[5])))
 local model_count = redis.call('ZCARD', KEYS[2])
 local total = redis.call('ZCARD', KEYS[1])
 local granted = 0
 if gate <= 0 then
-  granted = math.max(0, math.min(tonumber(ARGV[3]), math.floor(limit) - model_count, tonumber(ARGV[6]) - total))
+  granted = math.min(tonumber(ARGV[3]), math.floor(limit) - model_count, tonumber(ARGV[6]) - total)
+  granted = math.max(0, math.min(granted, fair - tonumber(ARGV[7])))
 end
 local expiry = now + tonumber(ARGV[4])
 for i = 0, granted - 1 do
@@ -26,7 +32,7 @@ if granted > 0 then
   redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[4]))
   redis.call('PEXPIRE', KEYS[2], 2 * tonumber(ARGV[4]))
 end
-return {granted, model_count + granted, total + granted, tostring(limit), math.max(gate, 0), generation}
+return {granted, model_count + granted, total + granted, tostring(limit), math.max(gate, 0), generation, fair}
 """
 )
 _RELEASE = """
@@ -36,17 +42,18 @@ for i = 1, #ARGV do
 end
 return 0
 """  # KEYS holders, permits; ARGV members
-_SYNC = (  # KEYS holders, then per model: permits, limit, gate; ARGV lease ms, then per model: count, members...
-    # Renews this process's permits (re-adding any Redis lost: a restart, an expiry while we were cut off) and
-    # returns per model {limit or '', generation, gate ms, in flight}.
+_SYNC = (  # KEYS holders, then per model: permits, limit, gate, active; ARGV lease ms, process, then per model:
+    # count, members... Renews this process's permits (re-adding any Redis lost: a restart, an expiry while we were
+    # cut off), keeps it active where it holds some, and returns per model {limit or '', generation, gate ms, in
+    # flight, fair share}.
     _NOW_MS
     + """
 local lease = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local out = {}
-local a = 2
-for m = 0, (#KEYS - 1) / 3 - 1 do
-  local permits, limit_key, gate_key = KEYS[2 + 3 * m], KEYS[3 + 3 * m], KEYS[4 + 3 * m]
+local a = 3
+for m = 0, (#KEYS - 1) / 4 - 1 do
+  local permits, limit_key, gate_key, active = KEYS[2 + 4 * m], KEYS[3 + 4 * m], KEYS[4 + 4 * m], KEYS[5 + 4 * m]
   redis.call('ZREMRANGEBYSCORE', permits, '-inf', now)
   local count = tonumber(ARGV[a])
   for i = 1, count do
@@ -54,10 +61,19 @@ for m = 0, (#KEYS - 1) / 3 - 1 do
     redis.call('ZADD', permits, now + lease, ARGV[a + i])
   end
   a = a + count + 1
-  if count > 0 then redis.call('PEXPIRE', permits, 2 * lease) end
+  redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
+  if count > 0 then
+    redis.call('PEXPIRE', permits, 2 * lease)
+    redis.call('ZADD', active, now + 2000, ARGV[2])
+    redis.call('PEXPIRE', active, 4000)
+  end
   local value = redis.call('HGET', limit_key, 'value') or ''
   local generation = tonumber(redis.call('HGET', limit_key, 'generation') or '0')
-  table.insert(out, {value, generation, math.max(redis.call('PTTL', gate_key), 0), redis.call('ZCARD', permits)})
+  local limit = tonumber(value ~= '' and value or '0')
+  local fair = 0
+  if limit > 0 then fair = math.max(1, math.ceil(math.floor(limit) / math.max(1, redis.call('ZCARD', active)))) end
+  local gate = math.max(redis.call('PTTL', gate_key), 0)
+  table.insert(out, {value, generation, gate, redis.call('ZCARD', permits), fair})
 end
 redis.call('PEXPIRE', KEYS[1], 2 * lease)
 return out

@@ -64,6 +64,7 @@ class Reserved:
     limit: float  # the model's limit applied: the shared value, or the argument while none is stored
     gate_s: float  # seconds the model's gate stays shut (0: open; nothing is granted while shut)
     generation: int  # decreases so far; hand it to ``cut_limit`` for a decrease caused by an attempt under it
+    fair: int = 0  # the most one process may hold: the limit shared by the processes active on the model
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class ModelView:
     generation: int
     gate_s: float
     in_flight: int
+    fair: int = 0  # the most one process may hold (0: unknown while no limit is stored)
 
 
 def _positive(name: str, value: float) -> float:
@@ -132,10 +134,10 @@ class SharedLimit:
         self._down_until = 0.0
         self._down = False
 
-    def _keys(self, model: str) -> tuple[str, str, str]:
-        """The model's permits, limit and gate keys."""
+    def _keys(self, model: str) -> tuple[str, str, str, str]:
+        """The model's permits, limit, gate and active keys."""
         base = f"{self._prefix}m:{_hash(model)}:"
-        return base + "permits", base + "limit", base + "gate"
+        return base + "permits", base + "limit", base + "gate", base + "active"
 
     @property
     def held(self) -> int:
@@ -173,22 +175,26 @@ class SharedLimit:
 
     def reserve(self, model: str, wanted: int, limit: int) -> Reserved:
         """Up to ``wanted`` permits for ``model``, as many as fit under its shared limit (``limit`` while none is
-        stored) and the endpoint's ceiling, none while its gate is shut."""
+        stored), the endpoint's ceiling and this process's fair share (the limit split among the processes that
+        asked or held lately), none while its gate is shut."""
         for name, value in (("wanted", wanted), ("limit", limit)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"reserve {name}={value!r}: expected an integer >= 1")
         first = self._numbers_for(wanted)
         prefix = f"{self._process}:{_hash(model)}"
-        permits, limit_key, gate_key = self._keys(model)
-        keys = [self._holders, permits, limit_key, gate_key]
+        keys = [self._holders, *self._keys(model)]
         args: list[str | int] = [prefix, first, wanted, int(self.lease_s * 1000), limit, self._bounds[1]]
-        granted, model_count, total, value, gate_ms, generation = self._shared(
+        with self._lock:
+            mine = len(self._held.get(model, ()))
+        args += [mine, self._process]
+        granted, model_count, total, value, gate_ms, generation, fair = self._shared(
             lambda: self._scripts["reserve"](keys=keys, args=args)
         )
         got = tuple(f"{prefix}:{first + i}" for i in range(int(granted)))
         with self._lock:
             self._held.setdefault(model, set()).update(got)
-        return Reserved(got, int(model_count), int(total), float(value), int(gate_ms) / 1000, int(generation))
+        gate_s = int(gate_ms) / 1000
+        return Reserved(got, int(model_count), int(total), float(value), gate_s, int(generation), int(fair))
 
     def release(self, model: str, permits: Sequence[str]) -> None:
         """Give permits back (unknown or expired ones are a no-op)."""
@@ -204,16 +210,18 @@ class SharedLimit:
             held = {model: sorted(permits) for model, permits in self._held.items()}
         names = sorted(set(models) | set(held))
         keys = [self._holders]
-        args: list[str | int] = [int(self.lease_s * 1000)]
+        self._numbers_for(1)  # this process's identity, after a fork too
+        args: list[str | int] = [int(self.lease_s * 1000), self._process]
         for model in names:
             keys.extend(self._keys(model))
             mine = held.get(model, [])
             args.extend([len(mine), *mine])
         rows = self._shared(lambda: self._scripts["sync"](keys=keys, args=args))
         views = {}
-        for model, (value, generation, gate_ms, count) in zip(names, rows, strict=True):
+        for model, (value, generation, gate_ms, count, fair) in zip(names, rows, strict=True):
             raw = value.decode() if isinstance(value, bytes) else str(value)
-            views[model] = ModelView(float(raw) if raw else None, int(generation), int(gate_ms) / 1000, int(count))
+            limit = float(raw) if raw else None
+            views[model] = ModelView(limit, int(generation), int(gate_ms) / 1000, int(count), int(fair))
         return views
 
     def in_flight(self, model: str | None = None) -> int:
