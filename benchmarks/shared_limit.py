@@ -5,8 +5,8 @@
 One engine (defaults: adaptive limit), a 20 ms fault server in a child process, 32 callers. "Redis 20 ms away" puts
 a TCP proxy in front of a real redis-server that holds every chunk 10 ms in each direction (a cross-zone round
 trip). The limit's Redis work is off the call's path (permits reserved in blocks ahead of need, renewed and read
-back once a second in the background), so the far Redis should cost little. Needs a Redis server (the dev extra's
-valkey). Results: ``benchmarks/results/shared_limit.json``.
+back once a second in the background), so the far Redis should cost little. Redis: a real server
+(``resilient_llm/testing/redis_server.py``). Results: ``benchmarks/results/shared_limit.json``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any
 
 from benchmarks.engine_overhead import KEY, MODEL, run_workload
 from resilient_llm import CacheConfig, Config, Engine, HTTPConfig, LimitConfig, LogConfig
+from resilient_llm.testing.redis_server import RedisServer, free_port
 from resilient_llm.testing.remote import RemoteFaultServer
-from tests.redis_server import RedisServer, free_port
 
 RESULTS = Path(__file__).parent / "results"
 

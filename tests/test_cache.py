@@ -20,8 +20,8 @@ from resilient_llm.errors import MalformedResponse
 from resilient_llm.policy.cache import cache_key, decode_answer, encode_answer, is_cacheable
 from resilient_llm.protocol import parse_response
 from resilient_llm.testing.fault_server import FaultServer
+from resilient_llm.testing.redis_server import RedisServer
 from tests.conftest import API_KEY, MODEL, call_lines, read_log
-from tests.redis_server import RedisServer
 
 BASE = "https://openrouter.ai/api/v1"
 REQUEST = ChatRequest(model=MODEL, messages=({"role": "user", "content": "q"},), temperature=0.0, max_tokens=8)
@@ -231,6 +231,7 @@ CHILD_CALLS = """
 """
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_directory(server: FaultServer, tmp_path: Path) -> None:
     """Answers stored by one process are hits in another process on the same machine."""
     cache_dir = tmp_path / "shared-cache"

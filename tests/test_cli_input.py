@@ -29,6 +29,7 @@ def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window", ["nan", "inf", "-inf", "0", "-5", "1e-300", "1e300", "soon"])
 def test_stats_refuses_a_window_that_is_not_a_usable_number_of_seconds(window: str, tmp_path: Path) -> None:
     """--window nan / inf / 0 / absurd sizes: a usage error naming --window (exit 2), no traceback."""
@@ -53,6 +54,7 @@ def test_stats_json_is_strict_json_whatever_the_log_holds(tmp_path: Path, capsys
     assert main(["stats", str(log)]) == 0
 
 
+@pytest.mark.slow
 def test_stats_png_into_a_missing_folder_makes_it(tmp_path: Path) -> None:
     """--png into a folder that does not exist yet: the folder is made and the chart written."""
     log = tmp_path / "calls.jsonl"

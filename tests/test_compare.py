@@ -56,6 +56,7 @@ def workload(flag: str, log: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[col
     return seen, requests
 
 
+@pytest.mark.slow
 def test_compare_reports_what_the_callers_saw(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

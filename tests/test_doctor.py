@@ -77,6 +77,7 @@ def test_read_only_cache_dir_fails(keyed_server: FaultServer, read_only_dir: Pat
     assert statuses(checks)["cache"] == "FAIL"
 
 
+@pytest.mark.slow
 def test_cli_exit_status_and_no_secret_in_output(keyed_server: FaultServer, tmp_path: Path) -> None:
     """Exit 0 when nothing failed, 1 otherwise; the key never printed."""
     env = dict(os.environ, **environment(keyed_server.url, tmp_path / "cache"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from resilient_llm import Engine, Outcome
 from resilient_llm.policy.hedge import HedgeBudget, hedge_delay
 from resilient_llm.testing.fault_server import FaultServer
@@ -53,6 +55,7 @@ def test_a_straggler_is_answered_by_its_hedge(make_engine: Callable[..., Engine]
     assert events.count("hedge_won") == 1
 
 
+@pytest.mark.slow
 def test_no_hedge_when_the_cap_is_full_or_hedging_is_off(make_engine: Callable[..., Engine], log_path: Path) -> None:
     """With one slot (taken by the straggler) no duplicate is sent; with hedging off neither."""
     with FaultServer("clean", latency_s=0.02, hang_s=1.0) as server:

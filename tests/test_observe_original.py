@@ -70,9 +70,15 @@ SCENARIOS: dict[str, tuple[tuple[str, ...], Call]] = {
 }
 
 
+RETRYING = ("503s within the retries, async", "retries used up, async")  # LiteLLM's own retries: a second each
+
+
 @pytest.mark.usefixtures("original_env")
 @pytest.mark.parametrize("logging", ["off", "on"])
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.parametrize(
+    "scenario",
+    [pytest.param(s, marks=pytest.mark.slow) if s in RETRYING else s for s in SCENARIOS],
+)
 def test_flag_off_returns_and_raises_what_the_original_does(
     scenario: str, logging: str, server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,6 +108,7 @@ def test_flag_off_returns_and_raises_what_the_original_does(
         assert line["outcome"] == ("ok" if returned else "neutral" if expected[0] == "returned" else "error")
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("original_env")
 def test_flaky_profile_answers_as_the_original_with_the_same_requests(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

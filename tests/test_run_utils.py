@@ -77,6 +77,7 @@ def test_direct_path_answers_sync_and_async(server: FaultServer, log_path: Path)
     assert [line["outcome"] for line in call_lines(log_path)] == ["ok", "ok"]
 
 
+@pytest.mark.slow
 def test_trainer_pattern_on_a_flaky_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fresh loops per rollout on many threads, plus sync calls, on ~30% faults: no exception, real answers."""
     with FaultServer("flaky", seed=3, retry_after_s=0.2, hang_s=5.0) as flaky:
@@ -148,6 +149,7 @@ def test_fork_builds_a_fresh_engine_in_the_child(server: FaultServer) -> None:
     assert run_utils.run_litellm(MODEL, "parent after").startswith('{"score"')
 
 
+@pytest.mark.slow
 def test_interpreter_exits_cleanly_without_shutdown(server: FaultServer, tmp_path: Path) -> None:
     """A script that never calls shutdown() exits 0 promptly, with nothing on stderr."""
     script = (

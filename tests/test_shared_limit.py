@@ -16,7 +16,7 @@ import pytest
 
 from resilient_llm.errors import ConfigError
 from resilient_llm.stores.shared_limit import SharedLimit, SharedLimitDown
-from tests.redis_server import RedisServer
+from resilient_llm.testing.redis_server import RedisServer
 
 ENDPOINT = "http://127.0.0.1:1/api/v1\nsk-or-v1-TESTKEY"
 
@@ -179,6 +179,7 @@ def test_unrenewed_permits_expire_and_sync_puts_them_back(make_limit: Callable[.
     assert limit.in_flight() == 3
 
 
+@pytest.mark.slow
 def test_sync_keeps_permits_alive_and_reads_limit_and_gate(make_limit: Callable[..., SharedLimit]) -> None:
     """One sync every lease_s / 3 keeps every permit held well past its lease; it reads each model's limit and gate."""
     limit, other = make_limit(lease_s=0.3), make_limit()
@@ -210,6 +211,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_process_killed_with_sigkill_gives_its_permits_back_within_the_lease(
     make_limit: Callable[..., SharedLimit], redis_server: RedisServer
 ) -> None:
@@ -256,6 +258,7 @@ def _contend(url: str, limit: int, acquires: int, results: Any) -> None:
     store.close()
 
 
+@pytest.mark.slow
 def test_concurrent_acquirers_in_several_processes_never_exceed_the_limit(redis_server: RedisServer) -> None:
     """4 processes x 75 reserves of up to 2 against a limit of 5: never more than 5 held at once, all served."""
     context = multiprocessing.get_context("spawn")

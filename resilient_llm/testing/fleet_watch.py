@@ -42,7 +42,10 @@ def read_limit_keys(client: redis.Redis) -> tuple[dict[str, int], dict[str, int]
     newest: dict[str, int] = {}
     limit = None
     for key in client.scan_iter(match="resilient_llm:limit:*:holders"):
-        for member, expiry in client.zrangebyscore(key, now_ms, "+inf", withscores=True):
+        members: list[tuple[bytes, float]] = client.zrangebyscore(  # type: ignore[assignment]
+            key, now_ms, "+inf", withscores=True
+        )
+        for member, expiry in members:
             process, _, _ = member.decode().rpartition(":")
             holders[process] = holders.get(process, 0) + 1
             newest[process] = max(newest.get(process, -1), int(expiry))  # moves with every new or renewed permit
