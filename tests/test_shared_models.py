@@ -13,8 +13,8 @@ from resilient_llm.errors import ErrorResponse, Scope
 from resilient_llm.layers.limit import LimitConfig, LimitHandler, ModelPaused
 from resilient_llm.layers.shared_permits import SharedPermits
 from resilient_llm.stores.shared_limit import SharedLimit
-from resilient_llm.types import ChatRequest, ChatResult, Outcome, Usage
 from resilient_llm.testing.redis_server import RedisServer
+from resilient_llm.types import ChatRequest, ChatResult, Outcome, Usage
 
 ENDPOINT = "http://127.0.0.1:1/api/v1\nsk-or-v1-TESTKEY"
 HEALTHY = "openai/gpt-4o-mini"
