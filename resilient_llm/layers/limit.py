@@ -365,9 +365,12 @@ class LimitHandler:
             return None
         seconds = error.retry_after
         if seconds > self._config.pause_max:
-            why = "quota spent until its reset" if error.kind == QUOTA_EXHAUSTED else f"told Retry-After {seconds:g} s"
+            if error.kind == QUOTA_EXHAUSTED:  # already final for this call, and its kind says more than a pause
+                self._pause(lane, seconds, "quota spent until its reset")
+                return None
+            why = f"told Retry-After {seconds:g} s"
             self._pause(lane, seconds, why)
-            return ModelPaused(lane.model, seconds, why)
+            return ModelPaused(lane.model, seconds, why)  # this call fails over now too, instead of waiting
         if error.kind == QUOTA_EXHAUSTED:
             self._shut_gate(lane, now + seconds, share=True)
         return None
