@@ -78,7 +78,8 @@ def make_shared(config: Config, logger: Any) -> SharedPermits | None:
     if not url:
         return None
     endpoint = f"{config.http.base_url}\n{config.http.api_key.reveal()}"  # only its hash reaches Redis
-    return SharedPermits(SharedLimit(url, endpoint, logger, max_limit=config.limit.ceiling))
+    store = SharedLimit(url, endpoint, logger, max_limit=config.limit.ceiling, gate_cap_s=config.limit.pause_max)
+    return SharedPermits(store)
 
 
 def build_stack(

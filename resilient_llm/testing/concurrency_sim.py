@@ -157,7 +157,12 @@ def simulate(
             if not served and gate and gates.refusals_ignore_load(gate_state, now):
                 signal = Signal.FAILURE  # refusals whatever the load: not about the limit
             output = endpoint.tokens(rng) if served else None
-            sample = Sample(signal, float(began), now, flight, in_flight + 1, output)
+            was_shut = gates.is_shut(gate_state, now)
+            if gate:
+                retry_after = None if served else endpoint.retry_after
+                gate_state = gates.finished(gate_policy, gate_state, now, float(began), flight, not served, retry_after)
+            burst = not was_shut and gates.is_shut(gate_state, now)
+            sample = Sample(signal, float(began), now, flight, in_flight + 1, output, burst=burst)
             if fixed is None:
                 state = update(config, state, sample)
                 states.append(state)
@@ -170,13 +175,9 @@ def simulate(
                 if started_calls < calls:
                     started_calls += 1
                     waiting.append(caller)
-            if gate:
-                was_shut = gates.is_shut(gate_state, now)
-                retry_after = None if served else endpoint.retry_after
-                gate_state = gates.finished(gate_policy, gate_state, now, float(began), flight, not served, retry_after)
-                if not was_shut and gates.is_shut(gate_state, now):
-                    pauses += 1
-                    push(gate_state.shut_until, "gate")
+            if burst:
+                pauses += 1
+                push(gate_state.shut_until, "gate")
             if not served:
                 push(now + endpoint.retry_after, "want", caller)  # a refused call waits its own Retry-After
         drain()
