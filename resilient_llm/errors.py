@@ -77,6 +77,7 @@ class FailureKind(enum.StrEnum):
     CONTEXT_LENGTH = "context_length"  # the prompt (plus max_tokens) is over the model's context
     MODERATION = "moderation"  # 403: the input was flagged by the model's moderation
     QUOTA_EXHAUSTED = "quota_exhausted"  # model scope: 429 with X-RateLimit-Remaining 0 until X-RateLimit-Reset
+    MODEL_PAUSED = "model_paused"  # not sent: the model is paused (told to wait longer than the limit's pause_max)
     # a 200 that is not a usable completion
     BAD_JSON = "bad_json"
     NO_CHOICES = "no_choices"

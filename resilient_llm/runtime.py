@@ -1,4 +1,5 @@
-"""The engine's optional fast parts (the ``fast`` extra), each with a clean fallback to the standard library.
+"""The engine's fast parts (uvloop and orjson: in the default install), each with a clean fallback to the standard
+library (``scripts/test_plain.sh`` tests the engine without them).
 
 - uvloop runs the engine's own loop thread (never the caller's loop): ``RESILIENT_LLM_LOOP=auto`` (the default) uses
   it when installed, ``asyncio`` never, ``uvloop`` insists (a ConfigError without it).

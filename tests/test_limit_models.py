@@ -157,16 +157,17 @@ def test_a_retry_after_beyond_pause_max_fails_the_model_over_until_it_ends() -> 
 
 
 def test_a_spent_quota_is_remembered_until_its_reset() -> None:
-    """quota_exhausted with its reset in 2 h: one request (its call ends with the quota error), then every call
-    fails over at once for 2 h, then goes."""
+    """quota_exhausted with its reset in 2 h: one request (its call fails over at once, still named a spent quota),
+    then every call fails over at once for 2 h, then goes."""
     clock = FakeClock(start=0.0)
     endpoint = Endpoint(clock)
     endpoint.errors[TROUBLED] = refused(7200.0, kind="quota_exhausted")
     limit = LimitHandler(endpoint, LimitConfig(), clock=clock)
 
     async def scenario() -> None:
-        with pytest.raises(ErrorResponse, match="slow down"):
+        with pytest.raises(ModelPaused) as told:
             await limit.handle(request(TROUBLED))
+        assert (told.value.kind, told.value.status, is_retryable(told.value)) == ("quota_exhausted", 429, False)
         for _ in range(49):
             with pytest.raises(ModelPaused, match="quota"):
                 await limit.handle(request(TROUBLED))

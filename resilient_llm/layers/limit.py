@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resilient_llm.clock import SYSTEM_CLOCK, Clock
-from resilient_llm.errors import BreakerOpen, ProviderError, ProviderTimeout, Scope, is_backpressure
+from resilient_llm.errors import BreakerOpen, FailureKind, ProviderError, ProviderTimeout, Scope, is_backpressure
 from resilient_llm.layers.shared_permits import Lease, SharedPermits
 from resilient_llm.loop_lag import LoopLag
 from resilient_llm.policy import concurrency, gate
@@ -39,7 +39,6 @@ from resilient_llm.validation import REDIS_URL, SECONDS, Validated, choice, int_
 ADAPTIVE_CEILING = 256  # the adaptive limit's default ceiling: see policy/concurrency.py's "Bounds"
 FIXED_CAP = 20  # the first wave's fixed cap, the fixed mode's default
 LOG_EVERY_S = 1.0  # limit_change lines: at most one a second per model, unless the limit went down
-QUOTA_EXHAUSTED = "quota_exhausted"  # the wire parser's kind for a spent quota (retry_after: until it resets)
 
 
 @dataclass(frozen=True)
@@ -64,15 +63,20 @@ class LimitConfig(Validated):
 
 
 class ModelPaused(ProviderError):
-    """Not sent: the model is paused (told to wait longer than ``pause_max``, or longer than the call has left).
+    """The model is paused (told to wait longer than ``pause_max``, or longer than the call has left): calls to it are
+    not sent, and the call that was told fails over now too.
 
-    ``kind`` is ``model_paused``, ``scope`` MODEL; not retryable, so the fallback chain answers at once.
+    ``kind`` is ``model_paused`` (``quota_exhausted`` for the call whose answer said the quota is spent), ``scope``
+    MODEL; not retryable, so the fallback chain answers at once.
     """
 
-    def __init__(self, model: str, seconds: float, why: str) -> None:
+    def __init__(
+        self, model: str, seconds: float, why: str, kind: str = FailureKind.MODEL_PAUSED, status: int | None = None
+    ) -> None:
         super().__init__(
-            f"{model} is paused for another {seconds:.1f} s ({why}): not sent",
-            kind="model_paused",
+            f"{model} is paused for another {seconds:.1f} s ({why})",
+            kind=kind,
+            status=status,
             retry_after=seconds,
             scope=Scope.MODEL,
         )
@@ -241,7 +245,7 @@ class LimitHandler:
             if isinstance(exc, _QueueTimeout):
                 left = max(0.0, ends - self._clock.now())
                 raise ProviderTimeout(
-                    f"no slot free before the call's deadline ({left:g} s left)", kind="queue_timeout"
+                    f"no slot free before the call's deadline ({left:g} s left)", kind=FailureKind.QUEUE_TIMEOUT
                 ) from None
             raise
         finally:
@@ -361,17 +365,18 @@ class LimitHandler:
             return None
         if error.scope is Scope.REQUEST or error.scope is Scope.LOCAL:
             return None
-        if not (is_backpressure(error) or error.kind == QUOTA_EXHAUSTED):
+        if not (is_backpressure(error) or error.kind == FailureKind.QUOTA_EXHAUSTED):
             return None
         seconds = error.retry_after
         if seconds > self._config.pause_max:
-            if error.kind == QUOTA_EXHAUSTED:  # already final for this call, and its kind says more than a pause
-                self._pause(lane, seconds, "quota spent until its reset")
-                return None
-            why = f"told Retry-After {seconds:g} s"
+            quota = error.kind == FailureKind.QUOTA_EXHAUSTED
+            why = "quota spent until its reset" if quota else f"told Retry-After {seconds:g} s"
             self._pause(lane, seconds, why)
-            return ModelPaused(lane.model, seconds, why)  # this call fails over now too, instead of waiting
-        if error.kind == QUOTA_EXHAUSTED:
+            # this call fails over now too, instead of waiting (a spent quota keeps its kind: it says more)
+            if quota:
+                return ModelPaused(lane.model, seconds, why, kind=error.kind, status=error.status)
+            return ModelPaused(lane.model, seconds, why)
+        if error.kind == FailureKind.QUOTA_EXHAUSTED:
             self._shut_gate(lane, now + seconds, share=True)
         return None
 
@@ -382,7 +387,7 @@ class LimitHandler:
         attempt's signal for the limit (refusals say nothing about the load once pauses were shown futile, and a
         spent quota none at all) and whether it made the gate pause."""
         signal = concurrency.signal_of(error)
-        if isinstance(error, ProviderError) and error.kind == QUOTA_EXHAUSTED:
+        if isinstance(error, ProviderError) and error.kind == FailureKind.QUOTA_EXHAUSTED:
             return concurrency.Signal.FAILURE, False
         if signal is not concurrency.Signal.BACKPRESSURE and signal is not concurrency.Signal.OK:
             return signal, False

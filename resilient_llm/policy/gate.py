@@ -1,13 +1,14 @@
-"""The Retry-After gate: when one refused attempt pauses every attempt to its endpoint. Pure: no clock, no I/O.
+"""The Retry-After gate: when one refused attempt pauses every attempt to its model. Pure: no clock, no I/O.
 
-A 429 (or in-flight-budget 402) with Retry-After pauses new attempts to the whole endpoint when refusals come as a
-burst: at least ``burst_share`` of the last ``window`` finished attempts refused (by default two in a row), as when a
-token bucket is drained or the endpoint is full. Then every queued attempt would meet a 429 too, so one wait replaces
-a wasted request each. A 429 now and then among answers (an upstream provider's hiccup: 4% of the flaky profile)
-pauses only the call it refused: that call waits its Retry-After (the retry layer does), the others carry on. Two in
-a row, not more: refusals come back at once and free their slot for the next queued attempt, so every further
-refusal a burst needs before it pauses is one more wasted request (token bucket: 1.08-1.10 requests per call with
-two, 1.15-1.17 without pausing; random 60% refusals: the same throughput either way once pausing rests).
+The limit layer keeps one gate per (endpoint, model). A 429 (or in-flight-budget 402) with Retry-After pauses new
+attempts to the model when refusals come as a burst: at least ``burst_share`` of the last ``window`` finished attempts
+refused (by default two in a row), as when a token bucket is drained or the endpoint is full. Then every queued
+attempt would meet a 429 too, so one wait replaces a wasted request each. A 429 now and then among answers (an
+upstream provider's hiccup: 4% of the flaky profile) pauses only the call it refused: that call waits its Retry-After
+(the retry layer does), the others carry on. Two in a row, not more: refusals come back at once and free their slot
+for the next queued attempt, so every further refusal a burst needs before it pauses is one more wasted request (token
+bucket: 1.08-1.10 requests per call with two, 1.15-1.17 without pausing; random 60% refusals: the same throughput
+either way once pausing rests).
 
 A pause must earn its wait. When it ends, our own attempts in flight have drained, so the first ones sent then
 (``judge_after`` of them, sent while at most that many were in flight) ask the endpoint at a low load: after a drained
