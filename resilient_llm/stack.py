@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pybreaker
 
+from resilient_llm.clock import SYSTEM_CLOCK, Clock
 from resilient_llm.config import Config
 from resilient_llm.layers.breaker import BreakerConfig, BreakerHandler, BreakerStatus
 from resilient_llm.layers.cache import CacheConfig, CacheHandler, CacheMode
@@ -18,7 +19,7 @@ from resilient_llm.layers.http import HTTPHandler
 from resilient_llm.layers.limit import LimitConfig, LimitHandler
 from resilient_llm.layers.litellm_route import LiteLLMHandler
 from resilient_llm.layers.observe import ObserveHandler
-from resilient_llm.layers.retry import RetryHandler, Sleep
+from resilient_llm.layers.retry import RetryHandler
 from resilient_llm.layers.shared_permits import SharedPermits
 from resilient_llm.recorder import Metrics
 from resilient_llm.stores import CacheStore
@@ -109,23 +110,25 @@ def build_stack(
     logger: Any,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
-    sleep: Sleep | None = None,
+    clock: Clock = SYSTEM_CLOCK,
     rng: random.Random | None = None,
     metrics: Metrics | None = None,
 ) -> Stack:
-    """observe → cache → fallback(primary: retry → breaker → [hedge] → limit → http; then litellm, neutral)."""
+    """observe → cache → fallback(primary: retry → breaker → hedge → limit → http; then litellm, neutral)."""
     http = HTTPHandler(config.http, config.limit.ceiling, transport)
     status = BreakerStatus()
     limit = LimitHandler(
         http, config.limit, logger=logger, may_send=status.may_send, shared=make_shared(config, logger)
     )
     attempt: Handler = limit
-    if config.hedge.enabled:
+    if config.hedge.active:
+        # The hedge layer sits below the breaker it asks: bound once the breaker exists.
         attempt = HedgeHandler(
             limit,
             config.hedge,
-            may_hedge=lambda: status.state == pybreaker.STATE_CLOSED and limit.in_flight < limit.limit,
+            may_hedge=lambda request: breaker.is_closed(request.model) and limit.has_room(request.model),
             logger=logger,
+            clock=clock,
         )
     has_other_provider = "litellm" in config.fallback.routes and bool(config.litellm.model)
     # Another provider answering now beats waiting out an outage; with none, calls wait for the endpoint.
@@ -133,7 +136,7 @@ def build_stack(
     breaker = make_breaker(
         config.breaker, attempt, "openrouter", config.http.base_url, logger, outage_wait=outage_wait, status=status
     )
-    retry = RetryHandler(breaker, config.retry, sleep=sleep, rng=rng, interrupt=status.opened)
+    retry = RetryHandler(breaker, config.retry, clock=clock, rng=rng, interrupt=breaker.opened)
     routes: list[tuple[str, Handler]] = []
     if has_other_provider:
         litellm = LimitHandler(

@@ -14,10 +14,20 @@ from resilient_llm.errors import (
     MalformedResponse,
     ProviderError,
     ProviderTimeout,
+    Scope,
     is_caller_mistake,
     is_retryable,
 )
-from resilient_llm.policy.retry import backoff_delay, retry_wait
+from resilient_llm.policy.retry import (
+    MAX_ATTEMPTS,
+    QUICK_DELAY_S,
+    Tally,
+    backoff_delay,
+    may_retry,
+    out_of_retries,
+    quick_retry_allowed,
+    retry_wait,
+)
 from resilient_llm.protocol import parse_retry_after
 
 
@@ -130,3 +140,70 @@ def test_a_short_retry_after_is_never_shortened_by_the_backoff_floor() -> None:
     error = ErrorResponse("slow down", kind="http_429", status=429, retry_after=0.3)
     rng = random.Random(5)
     assert all(retry_wait(1, error, base=0.5, cap=8.0, retry_after_max=60.0, rng=rng) >= 0.3 for _ in range(200))
+
+
+RESET = ConnectionFailed("reset", kind="connection_reset")
+REFUSED = ErrorResponse("slow down", kind="http_429", status=429, retry_after=1.0)
+NO_PROVIDER = ErrorResponse("no provider", kind="http_503", status=503, scope=Scope.REQUEST)
+
+
+def tally_of(*errors: ProviderError) -> Tally:
+    tally = Tally()
+    for error in errors:
+        tally = tally.after(error)
+    return tally
+
+
+def test_the_tally_counts_failures_but_not_backpressure() -> None:
+    """Attempts, counted failures, backpressure and request-scope failures are kept apart."""
+    expected = Tally(attempts=4, counted=2, backpressure=2, request_scope=1)
+    assert tally_of(RESET, REFUSED, NO_PROVIDER, REFUSED) == expected
+
+
+def test_a_quick_retry_waits_milliseconds_and_still_obeys_a_retry_after() -> None:
+    """With the budget's leave, the wait is a few jittered ms instead of the backoff; a Retry-After still wins."""
+    rng = random.Random(2)
+    quick = [retry_wait(6, RESET, base=0.5, cap=8.0, retry_after_max=60.0, rng=rng, quick=True) for _ in range(200)]
+    assert all(0.0 <= w <= QUICK_DELAY_S for w in quick)
+    assert len(set(quick)) > 100  # jittered: concurrent retries of one fault spread out
+    busy = ErrorResponse("busy", kind="http_503", status=503, retry_after=2.0)
+    assert 2.0 <= retry_wait(1, busy, base=0.5, cap=8.0, retry_after_max=60.0, rng=rng, quick=True) <= 2.2
+
+
+def test_only_isolated_faults_may_spend_the_budget() -> None:
+    """Backpressure waits its Retry-After and request-scope failures repeat: neither gets a quick retry."""
+    assert quick_retry_allowed(RESET)
+    assert quick_retry_allowed(MalformedResponse("no choices", kind="no_choices"))
+    assert not quick_retry_allowed(REFUSED)
+    assert not quick_retry_allowed(NO_PROVIDER)
+
+
+def test_a_request_scope_failure_is_retried_once_at_most() -> None:
+    """Retryable by is_retryable, a failure that repeats for this request gets one more try, never two."""
+    assert may_retry(NO_PROVIDER, tally_of(NO_PROVIDER))
+    assert not may_retry(NO_PROVIDER, tally_of(NO_PROVIDER, NO_PROVIDER))
+    assert not may_retry(ErrorResponse("bad", kind="http_400", status=400), tally_of(RESET))
+    assert may_retry(RESET, tally_of(*[RESET] * 50))
+
+
+@pytest.mark.parametrize(
+    ("errors", "num_retries", "quick", "stops"),
+    [
+        ([RESET] * 3, 2, False, True),  # out of budget: num_retries bounds the call
+        ([RESET] * 2, 2, False, False),
+        ([RESET] * 3, 2, True, False),  # the budget has room: an unlucky call keeps trying
+        ([RESET] * 40, 2, True, False),
+        ([NO_PROVIDER, RESET, RESET], 2, True, True),  # once a failure was request-scope, the count binds
+        ([RESET, RESET, RESET, REFUSED], 2, False, False),  # backpressure never spends num_retries
+        ([REFUSED] * 50, 0, False, False),
+    ],
+)
+def test_when_a_call_is_out_of_retries(errors: list[ProviderError], num_retries: int, quick: bool, stops: bool) -> None:
+    """num_retries ends a call only when the budget allows no quick retry; backpressure is never counted."""
+    assert out_of_retries(errors[-1], tally_of(*errors), num_retries, quick=quick) is stops
+
+
+def test_the_hard_ceiling_ends_any_call() -> None:
+    """Whatever the mix and the budget, a call ends after MAX_ATTEMPTS attempts."""
+    assert out_of_retries(RESET, tally_of(*[RESET] * MAX_ATTEMPTS), 5, quick=True)
+    assert out_of_retries(REFUSED, tally_of(*[REFUSED] * MAX_ATTEMPTS), 5, quick=False)

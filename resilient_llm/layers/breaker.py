@@ -117,6 +117,14 @@ class BreakerHandler:
     def state(self) -> str:
         return str(self._breaker.current_state)
 
+    def is_closed(self, model: str) -> bool:
+        """Whether a call to ``model`` would go out at once (for hedging)."""
+        return self.status.state == pybreaker.STATE_CLOSED
+
+    def opened(self, model: str) -> asyncio.Event:
+        """Set while ``model``'s breaker is open: a pending retry need not back off further."""
+        return self.status.opened
+
     async def handle(self, request: ChatRequest) -> ChatResult:
         self._loop = asyncio.get_running_loop()
         met_open_at: float | None = None

@@ -154,6 +154,10 @@ class LimitHandler:
                 self.in_flight += 1
                 waiter.set_result(self.in_flight)
 
+    def has_room(self, model: str) -> bool:
+        """Whether an attempt to ``model`` would get a slot at once (for hedging)."""
+        return not self._waiters and self.in_flight < self.limit and not self._gate_shut()
+
     def _gate_shut(self) -> bool:
         return gate.is_shut(self._gate, time.monotonic())
 
