@@ -187,23 +187,23 @@ def test_a_request_scope_failure_is_retried_once_at_most() -> None:
 
 
 @pytest.mark.parametrize(
-    ("errors", "num_retries", "quick", "stops"),
+    ("errors", "num_retries", "extend", "stops"),
     [
         ([RESET] * 3, 2, False, True),  # out of budget: num_retries bounds the call
         ([RESET] * 2, 2, False, False),
-        ([RESET] * 3, 2, True, False),  # the budget has room: an unlucky call keeps trying
+        ([RESET] * 3, 2, True, False),  # the budget has a surplus: an unlucky call keeps trying
         ([RESET] * 40, 2, True, False),
         ([NO_PROVIDER, RESET, RESET], 2, True, True),  # once a failure was request-scope, the count binds
         ([RESET, RESET, RESET, REFUSED], 2, False, False),  # backpressure never spends num_retries
         ([REFUSED] * 50, 0, False, False),
     ],
 )
-def test_when_a_call_is_out_of_retries(errors: list[ProviderError], num_retries: int, quick: bool, stops: bool) -> None:
-    """num_retries ends a call only when the budget allows no quick retry; backpressure is never counted."""
-    assert out_of_retries(errors[-1], tally_of(*errors), num_retries, quick=quick) is stops
+def test_out_of_retries(errors: list[ProviderError], num_retries: int, extend: bool, stops: bool) -> None:
+    """num_retries ends a call unless the budget's surplus pays for more; backpressure is never counted."""
+    assert out_of_retries(errors[-1], tally_of(*errors), num_retries, extend=extend) is stops
 
 
 def test_the_hard_ceiling_ends_any_call() -> None:
     """Whatever the mix and the budget, a call ends after MAX_ATTEMPTS attempts."""
-    assert out_of_retries(RESET, tally_of(*[RESET] * MAX_ATTEMPTS), 5, quick=True)
-    assert out_of_retries(REFUSED, tally_of(*[REFUSED] * MAX_ATTEMPTS), 5, quick=False)
+    assert out_of_retries(RESET, tally_of(*[RESET] * MAX_ATTEMPTS), 5, extend=True)
+    assert out_of_retries(REFUSED, tally_of(*[REFUSED] * MAX_ATTEMPTS), 5, extend=False)

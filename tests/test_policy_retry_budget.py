@@ -86,3 +86,17 @@ def test_a_timeout_costs_twice_a_reset() -> None:
     """A timeout says more about the endpoint's load: its quick retry takes two tokens."""
     assert retry_cost(ConnectionFailed("reset", kind="connection_reset")) == QUICK_RETRY_COST
     assert retry_cost(ProviderTimeout("slow", kind="read_timeout")) == TIMEOUT_RETRY_COST == 2 * QUICK_RETRY_COST
+
+
+def test_only_an_earned_surplus_extends_a_call_beyond_its_retries() -> None:
+    """The reserve allows quick retries but no surplus: a lone failing call is not bad luck. Calls that succeed earn
+    one; their retries spend it."""
+    budget = RetryBudget(RULES)
+    assert budget.has_room(0.0, 1.0)
+    assert not budget.has_surplus(0.0, 1.0)
+    for _ in range(10):
+        budget.deposit(0.0)
+    assert budget.has_surplus(0.0, 5.0)
+    budget.withdraw(0.0, 5.0)
+    assert not budget.has_surplus(0.0, 1.0)
+    assert budget.has_room(0.0, 1.0)

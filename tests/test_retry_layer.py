@@ -85,11 +85,24 @@ def test_isolated_faults_are_retried_at_once() -> None:
     assert inner.sent_at[-1] <= 3 * QUICK_DELAY_S
 
 
-def test_an_unlucky_call_keeps_trying_while_the_budget_has_room() -> None:
-    """With num_retries=2, a call that meets eight isolated faults still gets its answer: the budget allows it."""
+def test_an_unlucky_call_keeps_trying_while_the_budget_has_a_surplus() -> None:
+    """With num_retries=2, a call that meets eight isolated faults among calls that succeed still gets its answer;
+    a lone call with the same luck stops after three attempts (the reserve is no evidence of bad luck)."""
     clock = FakeClock(start=0.0)
-    inner = Scripted(clock, [reset()] * 8 + [answer()])
-    result = run(clock, handler(clock, inner).handle(request(num_retries=2)))
+    lone = Scripted(clock, [reset()] * 8 + [answer()])
+    with pytest.raises(CallFailed, match="retries exhausted after 3 attempt"):
+        run(clock, handler(clock, lone).handle(request(num_retries=2)))
+
+    inner = Scripted(clock, [answer()])
+    retry = handler(clock, inner)
+
+    async def among_successes() -> ChatResult:
+        for _ in range(100):
+            await retry.handle(request())
+        inner.replies = [reset()] * 8 + [answer()]
+        return await retry.handle(request(num_retries=2))
+
+    result = run(clock, among_successes())
     assert (result.outcome, result.attempts) == (Outcome.OK, 9)
 
 
@@ -218,11 +231,12 @@ def test_every_attempt_carries_the_deadline_and_fits_in_what_is_left_of_it() -> 
 
 
 def test_the_deadline_ends_a_call_that_keeps_failing() -> None:
-    """With budget to spare, retries of a failing endpoint stop at the deadline, not at a count."""
+    """With retries to spare, a call against a failing endpoint stops at its deadline; its last attempt is cut to
+    what is left of it."""
     clock = FakeClock(start=0.0)
     inner = Scripted(clock, [reset()], latency=1.0)
     with pytest.raises(CallFailed, match="deadline reached"):
-        run(clock, handler(clock, inner, deadline=5.0).handle(request(num_retries=1)))
+        run(clock, handler(clock, inner, deadline=5.0).handle(request(num_retries=50)))
     assert 4.9 <= clock.now() <= 5.0
     assert len(inner.sent_at) == 5
 

@@ -48,8 +48,8 @@ class RetryConfig(Validated):
 
 class RetryHandler:
     """Runs attempts until one succeeds, a failure is not retryable, the call is out of retries (``num_retries``
-    failures beyond the first, backpressure not counted, unless the budget still allows a quick retry) or the next
-    wait would cross ``config.deadline``; then raises CallFailed with every attempt.
+    failures beyond the first, backpressure not counted, unless the budget's earned surplus pays for one more) or
+    the next wait would cross ``config.deadline``; then raises CallFailed with every attempt.
 
     ``interrupt(model)`` returns an event set while that model's breaker is open: a pending backoff ends then (the
     next attempt waits at the breaker, holding nothing); a Retry-After wait does not, it belongs to its prompt.
@@ -134,6 +134,7 @@ class _Call:
         "_clock",
         "_config",
         "_deadline",
+        "_extend",
         "_interrupt",
         "_interruptible",
         "_quick",
@@ -164,6 +165,7 @@ class _Call:
         self.tally = policy.Tally()
         self.failures: list[FailedAttempt] = []
         self._quick = False  # the latest failure is retried quickly, on the budget
+        self._extend = False  # and the budget's earned surplus would pay for it beyond num_retries
         self._interruptible = True  # the latest wait is a backoff, not a Retry-After
         self._why = "retries exhausted"
 
@@ -190,12 +192,9 @@ class _Call:
 
     def wait_after(self, error: ProviderError) -> float:
         """tenacity's wait: quick while the budget has room for this fault, else the backoff; Retry-After obeyed."""
-        budget = self._budget
-        self._quick = (
-            budget is not None
-            and policy.quick_retry_allowed(error)
-            and budget.has_room(self._clock.now(), retry_cost(error))
-        )
+        budget, now, cost = self._budget, self._clock.now(), retry_cost(error)
+        self._quick = budget is not None and policy.quick_retry_allowed(error) and budget.has_room(now, cost)
+        self._extend = self._quick and budget is not None and budget.has_surplus(now, cost)
         self._interruptible = error.retry_after is None
         nth = self.tally.backpressure if is_backpressure(error) else self.tally.counted
         return policy.retry_wait(
@@ -217,7 +216,7 @@ class _Call:
         if self._clock.now() + wait >= self._deadline:
             self._why = "deadline reached"
             return True
-        return policy.out_of_retries(error, self.tally, self._request.num_retries, quick=self._quick)
+        return policy.out_of_retries(error, self.tally, self._request.num_retries, extend=self._extend)
 
     def note(self, error: ProviderError, delay: float | None) -> None:
         """tenacity's before_sleep: the retry goes ahead; a quick one takes its tokens, the failure is recorded."""

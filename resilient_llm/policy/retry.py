@@ -51,17 +51,18 @@ def quick_retry_allowed(error: ProviderError) -> bool:
     return not is_backpressure(error) and error.scope is not Scope.REQUEST
 
 
-def out_of_retries(error: ProviderError, tally: Tally, num_retries: int, *, quick: bool) -> bool:
+def out_of_retries(error: ProviderError, tally: Tally, num_retries: int, *, extend: bool) -> bool:
     """Whether the call stops after ``error``, its latest failure (``tally`` includes it). Backpressure never spends
-    ``num_retries`` (the deadline bounds it). While the budget allows a quick retry, a call that has met
-    ``num_retries`` isolated faults keeps going (within its deadline: the layer checks it), so an unlucky call is not
-    lost to a count; otherwise ``num_retries`` bounds the failures, and always once one was request-scope."""
+    ``num_retries`` (the deadline bounds it). ``extend``: the budget's earned surplus pays for a quick retry, so a call
+    that has met ``num_retries`` isolated faults keeps going (within its deadline: the layer checks it), and an
+    unlucky call is not lost to a count; otherwise ``num_retries`` bounds the failures, and always once one was
+    request-scope."""
     if tally.attempts >= MAX_ATTEMPTS:
         return True
     if is_backpressure(error):
         return False
     exhausted = tally.counted >= 1 + num_retries
-    return exhausted and (not quick or tally.request_scope > 0)
+    return exhausted and (not extend or tally.request_scope > 0)
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:

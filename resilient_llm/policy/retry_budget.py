@@ -7,7 +7,9 @@ isolated fault nothing: each call deposits ``ratio`` tokens, each quick retry wi
 says more about the endpoint's health), and both expire after ``window_s``; a reserve of ``min_per_s`` retries a
 second serves processes that make few calls. While the share of failed attempts stays below about ``ratio``, every
 isolated fault is retried at once; when it rises above, the budget runs dry, and retries back off exponentially
-until successes fill it again, so a struggling endpoint is never hammered.
+until successes fill it again, so a struggling endpoint is never hammered. Only a surplus the calls earned
+themselves (``has_surplus``: the reserve not touched) lets an unlucky call retry beyond its ``num_retries``: a lone
+call against a dead endpoint is not bad luck.
 
 The shape is Finagle's ``RetryBudget`` (deposits per request that expire after a ``ttl``, 20% of requests plus 10
 retries a second by default), close to Envoy's ``retry_budget`` (retries as a share of active requests, with a
@@ -61,18 +63,27 @@ class RetryBudget:
             self._net[slot] = 0.0
         return slot
 
-    def balance(self, now: float) -> float:
-        """Tokens available at ``now``: the reserve plus what the window's calls deposited, minus its retries."""
+    def earned(self, now: float) -> float:
+        """What the window's calls deposited minus what its quick retries took (negative once the reserve is used)."""
         current = math.floor(now / self._slice_s)
-        live = sum(net for net, held in zip(self._net, self._slice_of, strict=True) if current - held < SLICES)
-        return self._rules.reserve + live
+        return sum(net for net, held in zip(self._net, self._slice_of, strict=True) if current - held < SLICES)
+
+    def balance(self, now: float) -> float:
+        """Tokens available at ``now``: the reserve plus what was earned."""
+        return self._rules.reserve + self.earned(now)
 
     def deposit(self, now: float) -> None:
         """A call started: it earns ``ratio`` quick retries for the calls of the next window."""
         self._net[self._slot(now)] += self._rules.ratio
 
     def has_room(self, now: float, cost: float) -> bool:
+        """Whether a quick retry costing ``cost`` may go out."""
         return self.balance(now) >= cost - ROUNDING
+
+    def has_surplus(self, now: float, cost: float) -> bool:
+        """Whether the recent calls' own deposits pay for a retry costing ``cost``, without the reserve: their share
+        of failures is low, so one call's run of faults is bad luck rather than a failing endpoint."""
+        return self.earned(now) >= cost - ROUNDING
 
     def withdraw(self, now: float, cost: float) -> None:
         """A quick retry goes out (after ``has_room`` said it may)."""
