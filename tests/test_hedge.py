@@ -12,8 +12,8 @@ import pytest
 import structlog
 
 from resilient_llm import Engine, Outcome
-from resilient_llm.errors import ErrorResponse, ProviderError, ProviderTimeout
-from resilient_llm.layers.hedge import BACKPRESSURE_QUIET_S, HedgeConfig, HedgeHandler
+from resilient_llm.errors import ProviderError, ProviderTimeout
+from resilient_llm.layers.hedge import HedgeConfig, HedgeHandler
 from resilient_llm.policy.hedge import (
     MAX_CUT_SHARE,
     MIN_SAMPLES,
@@ -183,25 +183,26 @@ def test_hedges_stay_within_their_budget() -> None:
     assert hedge.hedges == pytest.approx(0.05 * 200, abs=1)
 
 
-def test_no_hedge_for_a_while_after_the_endpoint_pushed_back() -> None:
-    """After a 429 a duplicate would only draw another: none for BACKPRESSURE_QUIET_S, then hedging resumes."""
+def test_a_hang_among_the_first_attempts_is_hedged_once_answers_are_known() -> None:
+    """A judge phase's first attempts all start before any latency is known; one of them that hangs gets its
+    duplicate once the others' answers give a threshold, not after the cap or the call's timeout."""
     clock = FakeClock(start=0.0)
     endpoint = Endpoint(clock, latency=0.1)
-    hedge = layer(clock, endpoint, attempt_timeout_factor=0.0)
+    hedge = layer(clock, endpoint, min_delay=0.05, max_delay=30.0, budget=0.1, attempt_timeout_factor=0.0)
 
-    async def scenario() -> list[int]:
-        await warm(hedge)
-        endpoint.script = [ErrorResponse("slow down", kind="http_429", status=429, retry_after=1.0), 2.0]
-        with pytest.raises(ErrorResponse):
-            await hedge.handle(request())
-        await hedge.handle(request())
-        quiet = hedge.hedges
-        await clock.sleep(BACKPRESSURE_QUIET_S)
-        endpoint.script = [2.0]
-        await hedge.handle(request())
-        return [quiet, hedge.hedges]
+    async def scenario() -> float:
+        endpoint.script = [600.0]  # the very first attempt hangs
 
-    assert run(clock, scenario()) == [0, 1]
+        async def timed() -> float:
+            started = clock.now()
+            await hedge.handle(request(timeout=60.0))
+            return clock.now() - started
+
+        took = await asyncio.gather(*(timed() for _ in range(40)))
+        return took[0]
+
+    assert run(clock, scenario()) < 0.5
+    assert hedge.hedges == 1
 
 
 def test_a_hung_attempt_is_cut_after_a_multiple_of_the_p99() -> None:

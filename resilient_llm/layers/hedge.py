@@ -2,10 +2,10 @@
 request is cancelled; a hung attempt cut after a multiple of the model's p99 rather than the call's whole timeout.
 
 Hedges are bounded by a budget (a few percent of attempts) and follow the limit and the breaker: ``may_hedge`` says
-whether the model's breaker is closed and the limit has room, asked when the attempt starts (an attempt that must
-queue for a slot is never hedged: its wait says nothing about the endpoint, and a duplicate would take a queued
-call's slot) and again when the duplicate would go. None is sent for 10 s after a 429 or in-flight-budget 402.
-The decisions are pure (``policy/hedge.py``).
+whether the model's breaker is closed and the limit has room (below its limit, no pause after refusals), asked when
+the attempt starts (an attempt that must queue for a slot is never hedged: its wait says nothing about the endpoint,
+and a duplicate would take a queued call's slot) and again when the duplicate would go. The decisions are pure
+(``policy/hedge.py``).
 """
 
 from __future__ import annotations
@@ -13,17 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any
 
 from resilient_llm.clock import SYSTEM_CLOCK, Clock
-from resilient_llm.errors import ProviderError, ProviderTimeout, is_backpressure
+from resilient_llm.errors import ProviderError, ProviderTimeout
 from resilient_llm.policy.hedge import HedgeBudget, LatencyWindow, attempt_timeout
 from resilient_llm.types import ChatRequest, ChatResult, Handler
 from resilient_llm.validation import BOOL, FRACTION, SECONDS, Check, Validated, setting
 
-BACKPRESSURE_QUIET_S = 10.0  # no hedging this long after a 429 / in-flight-budget 402
 FACTOR: Check[float] = Check(
     "0 (off) or a number from 1 to 100",
     float,
@@ -70,7 +68,6 @@ class HedgeHandler:
         self._log = logger
         self._clock = clock
         self._windows: dict[str, LatencyWindow] = {}
-        self._pushed_back_at = -math.inf
         self.hedges = 0
         self.hedge_wins = 0
 
@@ -89,17 +86,15 @@ class HedgeHandler:
         )
         attempt = request if bound is None or bound >= request.timeout else dataclasses.replace(request, timeout=bound)
         cut = attempt is not request
-        now = self._clock.now()
-        self._budget.record_attempt(now)
-        delay = window.hedge_delay(floor=c.min_delay, cap=c.max_delay)
-        if not c.enabled or delay >= attempt.timeout or not self._hedging_allowed(request, now):
+        self._budget.record_attempt(self._clock.now())
+        hopeless = window.known and window.hedge_delay(floor=c.min_delay, cap=c.max_delay) >= attempt.timeout
+        if not c.enabled or hopeless or not self._may_hedge(request):
             return await self._timed(attempt, window, cut)
         primary = asyncio.create_task(self._timed(attempt, window, cut))
         tasks = [primary]
         try:
-            finished = asyncio.Event()
-            primary.add_done_callback(lambda _: finished.set())
-            if not await self._clock.wait(finished, delay) and self._spend(request):
+            delay = await self._straggling(primary, window, attempt.timeout)
+            if delay is not None and self._may_hedge(request) and self._budget.try_spend(self._clock.now()):
                 tasks.append(asyncio.create_task(self._timed(attempt, window, cut)))
                 self.hedges += 1
                 self._log.info("hedge", call_id=request.call_id, model=request.model, threshold_ms=round(delay * 1e3))
@@ -111,12 +106,27 @@ class HedgeHandler:
             with contextlib.suppress(BaseException):
                 await asyncio.gather(*tasks, return_exceptions=True)  # the loser's slot is back before we return
 
-    def _hedging_allowed(self, request: ChatRequest, now: float) -> bool:
-        return now - self._pushed_back_at >= BACKPRESSURE_QUIET_S and self._may_hedge(request)
-
-    def _spend(self, request: ChatRequest) -> bool:
-        now = self._clock.now()
-        return self._hedging_allowed(request, now) and self._budget.try_spend(now)
+    async def _straggling(
+        self, primary: asyncio.Task[ChatResult], window: LatencyWindow, cut_at: float
+    ) -> float | None:
+        """Wait until ``primary`` has run past the model's hedge delay (its threshold) or finished (None). While the
+        model has too few answers for a threshold, the delay is looked at again every ``min_delay``: the first
+        attempts of a judge phase all start before any answer is known, and a hang among them must not wait the cap."""
+        c = self._config
+        finished = asyncio.Event()
+        primary.add_done_callback(lambda _: finished.set())
+        started = self._clock.now()
+        while True:
+            step = c.min_delay
+            if window.known:
+                delay = window.hedge_delay(floor=c.min_delay, cap=c.max_delay)
+                if delay >= cut_at:
+                    return None  # the attempt would be cut before its duplicate went
+                step = started + delay - self._clock.now()
+                if step <= 0:
+                    return delay
+            if await self._clock.wait(finished, step):
+                return None
 
     async def _timed(self, attempt: ChatRequest, window: LatencyWindow, cut: bool) -> ChatResult:
         """One attempt, its latency (or its cut) noted in the model's window."""
@@ -124,8 +134,6 @@ class HedgeHandler:
         try:
             result = await self._inner.handle(attempt)
         except ProviderError as exc:
-            if is_backpressure(exc):
-                self._pushed_back_at = self._clock.now()
             window.failed(cut=cut and isinstance(exc, ProviderTimeout) and exc.kind != "queue_timeout")
             raise
         window.answered(self._clock.now() - started)

@@ -81,6 +81,11 @@ class LatencyWindow:
     def p99(self) -> float | None:
         return self._p99
 
+    @property
+    def known(self) -> bool:
+        """Whether enough answers arrived for the percentiles."""
+        return self._p99 is not None
+
     def hedge_delay(self, *, floor: float, cap: float) -> float:
         """After how long an attempt straggles: the quantile, clamped to [floor, cap]; the cap while samples are few."""
         return cap if self._hedge_at is None else min(cap, max(floor, self._hedge_at))
