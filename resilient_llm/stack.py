@@ -14,13 +14,14 @@ from resilient_llm.config import Config
 from resilient_llm.layers.breaker import BreakerConfig, BreakerHandler, BreakerStatus
 from resilient_llm.layers.cache import CacheConfig, CacheHandler, CacheMode
 from resilient_llm.layers.fallback import FallbackHandler
-from resilient_llm.layers.hedge import HedgeHandler
+from resilient_llm.layers.hedge import AttemptTimer, HedgeHandler
 from resilient_llm.layers.http import HTTPHandler
 from resilient_llm.layers.limit import LimitConfig, LimitHandler
 from resilient_llm.layers.litellm_route import LiteLLMHandler
 from resilient_llm.layers.observe import ObserveHandler
 from resilient_llm.layers.retry import RetryHandler
 from resilient_llm.layers.shared_permits import SharedPermits
+from resilient_llm.policy.hedge import LatencyWindows
 from resilient_llm.recorder import Metrics
 from resilient_llm.stores import CacheStore
 from resilient_llm.stores.breaker_state import SharedBreakerStorage
@@ -114,18 +115,21 @@ def build_stack(
     rng: random.Random | None = None,
     metrics: Metrics | None = None,
 ) -> Stack:
-    """observe → cache → fallback(primary: retry → breaker → hedge → limit → http; then litellm, neutral)."""
+    """observe → cache → fallback(primary: retry → breaker → hedge → limit → timer → http; then litellm, neutral)."""
     http = HTTPHandler(config.http, config.limit.ceiling, transport)
+    windows = LatencyWindows(config.hedge.quantile)
+    timer = AttemptTimer(http, config.hedge, windows, clock=clock)
     status = BreakerStatus()
     limit = LimitHandler(
-        http, config.limit, logger=logger, may_send=status.may_send, shared=make_shared(config, logger)
+        timer, config.limit, logger=logger, may_send=status.may_send, shared=make_shared(config, logger)
     )
     attempt: Handler = limit
-    if config.hedge.active:
+    if config.hedge.enabled:
         # The hedge layer sits below the breaker it asks: bound once the breaker exists.
         attempt = HedgeHandler(
             limit,
             config.hedge,
+            windows,
             may_hedge=lambda request: breaker.is_closed(request.model) and limit.has_room(request.model),
             logger=logger,
             clock=clock,

@@ -13,12 +13,13 @@ import structlog
 
 from resilient_llm import Engine, Outcome
 from resilient_llm.errors import ProviderError, ProviderTimeout
-from resilient_llm.layers.hedge import HedgeConfig, HedgeHandler
+from resilient_llm.layers.hedge import AttemptTimer, HedgeConfig, HedgeHandler
 from resilient_llm.policy.hedge import (
     MAX_CUT_SHARE,
     MIN_SAMPLES,
     HedgeBudget,
     LatencyWindow,
+    LatencyWindows,
     attempt_timeout,
     hedge_delay,
 )
@@ -118,16 +119,25 @@ def run(clock: FakeClock, coro: Coroutine[Any, Any, T]) -> T:
 def layer(
     clock: FakeClock, endpoint: Endpoint, may_hedge: Callable[[ChatRequest], bool] = lambda _: True, **config: Any
 ) -> HedgeHandler:
-    return HedgeHandler(
-        endpoint, HedgeConfig(**config), may_hedge=may_hedge, logger=structlog.get_logger(), clock=clock
-    )
+    """The hedge layer over the attempt timer over ``endpoint`` (the limit between them is left out)."""
+    settings = HedgeConfig(**config)
+    windows = LatencyWindows(settings.quantile)
+    timer = AttemptTimer(endpoint, settings, windows, clock=clock)
+    return HedgeHandler(timer, settings, windows, may_hedge=may_hedge, logger=structlog.get_logger(), clock=clock)
+
+
+def timer(clock: FakeClock, endpoint: Endpoint, **config: Any) -> tuple[AttemptTimer, LatencyWindows]:
+    """The attempt timer alone over ``endpoint``, as the stack has it with hedging off."""
+    settings = HedgeConfig(**config)
+    windows = LatencyWindows(settings.quantile)
+    return AttemptTimer(endpoint, settings, windows, clock=clock), windows
 
 
 def request(timeout: float = 60.0) -> ChatRequest:
     return ChatRequest(MODEL, ({"role": "user", "content": "q"},), timeout=timeout)
 
 
-async def warm(hedge: HedgeHandler, calls: int = 50) -> None:
+async def warm(hedge: HedgeHandler | AttemptTimer, calls: int = 50) -> None:
     for _ in range(calls):
         await hedge.handle(request())
 
@@ -152,20 +162,34 @@ def test_a_straggler_gets_one_duplicate_after_the_p95_and_the_first_answer_wins(
     assert (hedge.hedges, hedge.hedge_wins, endpoint.cancelled) == (1, 1, 1)
 
 
-def test_no_duplicate_without_room_in_the_limit_or_with_hedging_off() -> None:
-    """``may_hedge`` saying no (the limit full, the breaker not closed), or hedging off: the straggler runs alone."""
-    for may_hedge, enabled in [(lambda _: False, True), (lambda _: True, False)]:
-        clock = FakeClock(start=0.0)
-        endpoint = Endpoint(clock, latency=0.1)
-        hedge = layer(clock, endpoint, may_hedge=may_hedge, enabled=enabled, attempt_timeout_factor=0.0)
+def test_no_duplicate_without_room_in_the_limit() -> None:
+    """``may_hedge`` saying no (the limit full, the breaker not closed): the straggler runs alone."""
+    clock = FakeClock(start=0.0)
+    endpoint = Endpoint(clock, latency=0.1)
+    hedge = layer(clock, endpoint, may_hedge=lambda _: False, attempt_timeout_factor=0.0)
 
-        async def scenario(hedge: HedgeHandler = hedge, endpoint: Endpoint = endpoint) -> ChatResult:
-            await warm(hedge)
-            endpoint.script = [3.0]
-            return await hedge.handle(request())
+    async def scenario() -> ChatResult:
+        await warm(hedge)
+        endpoint.script = [3.0]
+        return await hedge.handle(request())
 
-        assert run(clock, scenario()).text == "after 3 s"
-        assert hedge.hedges == 0
+    assert run(clock, scenario()).text == "after 3 s"
+    assert hedge.hedges == 0
+
+
+def test_the_timer_counts_from_the_send_not_from_a_wait_for_a_slot() -> None:
+    """Latencies are measured below the limit: a call that queued 5 s for a slot adds 0.1 s to the window, not 5.1 s."""
+    clock = FakeClock(start=0.0)
+    endpoint = Endpoint(clock, latency=0.1)
+    attempts, windows = timer(clock, endpoint)
+
+    async def queued_then_sent() -> None:
+        for _ in range(30):
+            await clock.sleep(5.0)  # what the limit above would make it wait
+            await attempts.handle(request())
+
+    run(clock, queued_then_sent())
+    assert windows.of(MODEL).p99 == pytest.approx(0.1)
 
 
 def test_hedges_stay_within_their_budget() -> None:
@@ -209,7 +233,7 @@ def test_a_hung_attempt_is_cut_after_a_multiple_of_the_p99() -> None:
     """With hedging unable to help, a hung attempt ends at factor x p99 (floor permitting), not the call's timeout."""
     clock = FakeClock(start=0.0)
     endpoint = Endpoint(clock, latency=0.5)
-    hedge = layer(clock, endpoint, enabled=False, attempt_timeout_factor=4.0, attempt_timeout_min=1.0)
+    hedge, _ = timer(clock, endpoint, attempt_timeout_factor=4.0, attempt_timeout_min=1.0)
 
     async def scenario() -> float:
         await warm(hedge)
@@ -229,7 +253,7 @@ def test_the_cut_is_suspended_when_the_model_got_slower_for_everyone() -> None:
     slower answers arrive and the percentiles catch up."""
     clock = FakeClock(start=0.0)
     endpoint = Endpoint(clock, latency=0.1)
-    hedge = layer(clock, endpoint, enabled=False, attempt_timeout_factor=4.0, attempt_timeout_min=1.0)
+    hedge, windows = timer(clock, endpoint, attempt_timeout_factor=4.0, attempt_timeout_min=1.0)
 
     async def scenario() -> list[float]:
         await warm(hedge, 100)
@@ -237,7 +261,7 @@ def test_the_cut_is_suspended_when_the_model_got_slower_for_everyone() -> None:
         outcomes = await asyncio.gather(*(hedge.handle(request()) for _ in range(40)), return_exceptions=True)
         assert sum(isinstance(o, ProviderTimeout) for o in outcomes) == 40
         slow = await hedge.handle(request())
-        return [slow.text == "after 5 s", hedge.window(MODEL).cut_share]
+        return [slow.text == "after 5 s", windows.of(MODEL).cut_share]
 
     answered, share = run(clock, scenario())
     assert answered

@@ -1,11 +1,14 @@
 """Stragglers, per attempt: a duplicate after about the model's p95 latency, the first valid answer wins and the other
 request is cancelled; a hung attempt cut after a multiple of the model's p99 rather than the call's whole timeout.
 
-Hedges are bounded by a budget (a few percent of attempts) and follow the limit and the breaker: ``may_hedge`` says
-whether the model's breaker is closed and the limit has room (below its limit, no pause after refusals), asked when
-the attempt starts (an attempt that must queue for a slot is never hedged: its wait says nothing about the endpoint,
-and a duplicate would take a queued call's slot) and again when the duplicate would go. The decisions are pure
-(``policy/hedge.py``).
+Two layers share each model's latency window. ``AttemptTimer`` sits below the limit, where an attempt is sent: it
+times attempts from that moment (a wait for a slot or a paused gate is not the endpoint's latency), notes each in
+its model's window and cuts a hung one. ``HedgeHandler`` sits above the limit, so a duplicate takes a slot like any
+attempt. Hedges are bounded by a budget (a few percent of attempts) and follow the limit and the breaker:
+``may_hedge`` says whether the model's breaker is closed and the limit has room (below its limit, no pause after
+refusals), asked when the attempt starts (an attempt that must queue for a slot is never hedged: its wait says nothing
+about the endpoint, and a duplicate would take a queued call's slot) and again when the duplicate would go. The
+decisions are pure (``policy/hedge.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from resilient_llm.clock import SYSTEM_CLOCK, Clock
 from resilient_llm.errors import ProviderError, ProviderTimeout
-from resilient_llm.policy.hedge import HedgeBudget, LatencyWindow, attempt_timeout
+from resilient_llm.policy.hedge import HedgeBudget, LatencyWindow, LatencyWindows, attempt_timeout
 from resilient_llm.types import ChatRequest, ChatResult, Handler
 from resilient_llm.validation import BOOL, FRACTION, SECONDS, Check, Validated, setting
 
@@ -43,19 +46,40 @@ class HedgeConfig(Validated):
     attempt_timeout_factor: float = setting(4.0, FACTOR)
     attempt_timeout_min: float = setting(1.0, SECONDS)
 
-    @property
-    def active(self) -> bool:
-        """Whether the layer has anything to do."""
-        return self.enabled or self.attempt_timeout_factor > 0
+
+class AttemptTimer:
+    """Times each attempt from when it is sent, notes its latency (or its cut) in its model's window, and gives it the
+    latency-aware attempt timeout when that is shorter than the call's own."""
+
+    def __init__(self, inner: Handler, config: HedgeConfig, windows: LatencyWindows, *, clock: Clock = SYSTEM_CLOCK):
+        self._inner = inner
+        self._factor = config.attempt_timeout_factor
+        self._floor = config.attempt_timeout_min
+        self._windows = windows
+        self._clock = clock
+
+    async def handle(self, request: ChatRequest) -> ChatResult:
+        window = self._windows.of(request.model)
+        bound = attempt_timeout(window.p99, window.cut_share, factor=self._factor, floor=self._floor)
+        attempt = request if bound is None or bound >= request.timeout else dataclasses.replace(request, timeout=bound)
+        started = self._clock.now()
+        try:
+            result = await self._inner.handle(attempt)
+        except ProviderError as exc:
+            window.failed(cut=attempt is not request and isinstance(exc, ProviderTimeout))
+            raise
+        window.answered(self._clock.now() - started)
+        return result
 
 
 class HedgeHandler:
-    """Wraps one attempt; the duplicate goes through the same layers below (limit, http)."""
+    """Wraps one attempt above the limit; the duplicate goes through the same layers below (limit, timer, http)."""
 
     def __init__(
         self,
         inner: Handler,
         config: HedgeConfig,
+        windows: LatencyWindows,
         *,
         may_hedge: Callable[[ChatRequest], bool],
         logger: Any,
@@ -63,39 +87,27 @@ class HedgeHandler:
     ) -> None:
         self._inner = inner
         self._config = config
+        self._windows = windows
         self._budget = HedgeBudget(config.budget)
         self._may_hedge = may_hedge
         self._log = logger
         self._clock = clock
-        self._windows: dict[str, LatencyWindow] = {}
         self.hedges = 0
         self.hedge_wins = 0
 
-    def window(self, model: str) -> LatencyWindow:
-        """``model``'s recent latencies."""
-        found = self._windows.get(model)
-        if found is None:
-            found = self._windows[model] = LatencyWindow(self._config.quantile)
-        return found
-
     async def handle(self, request: ChatRequest) -> ChatResult:
         c = self._config
-        window = self.window(request.model)
-        bound = attempt_timeout(
-            window.p99, window.cut_share, factor=c.attempt_timeout_factor, floor=c.attempt_timeout_min
-        )
-        attempt = request if bound is None or bound >= request.timeout else dataclasses.replace(request, timeout=bound)
-        cut = attempt is not request
+        window = self._windows.of(request.model)
         self._budget.record_attempt(self._clock.now())
-        hopeless = window.known and window.hedge_delay(floor=c.min_delay, cap=c.max_delay) >= attempt.timeout
-        if not c.enabled or hopeless or not self._may_hedge(request):
-            return await self._timed(attempt, window, cut)
-        primary = asyncio.create_task(self._timed(attempt, window, cut))
+        hopeless = window.known and window.hedge_delay(floor=c.min_delay, cap=c.max_delay) >= request.timeout
+        if hopeless or not self._may_hedge(request):
+            return await self._inner.handle(request)
+        primary = asyncio.create_task(self._inner.handle(request))
         tasks = [primary]
         try:
-            delay = await self._straggling(primary, window, attempt.timeout)
+            delay = await self._straggling(primary, window, request.timeout)
             if delay is not None and self._may_hedge(request) and self._budget.try_spend(self._clock.now()):
-                tasks.append(asyncio.create_task(self._timed(attempt, window, cut)))
+                tasks.append(asyncio.create_task(self._inner.handle(request)))
                 self.hedges += 1
                 self._log.info("hedge", call_id=request.call_id, model=request.model, threshold_ms=round(delay * 1e3))
             return await self._first_valid(tasks, request)
@@ -127,17 +139,6 @@ class HedgeHandler:
                     return delay
             if await self._clock.wait(finished, step):
                 return None
-
-    async def _timed(self, attempt: ChatRequest, window: LatencyWindow, cut: bool) -> ChatResult:
-        """One attempt, its latency (or its cut) noted in the model's window."""
-        started = self._clock.now()
-        try:
-            result = await self._inner.handle(attempt)
-        except ProviderError as exc:
-            window.failed(cut=cut and isinstance(exc, ProviderTimeout) and exc.kind != "queue_timeout")
-            raise
-        window.answered(self._clock.now() - started)
-        return result
 
     async def _first_valid(self, tasks: list[asyncio.Task[ChatResult]], request: ChatRequest) -> ChatResult:
         """The first answer among the attempts; when all fail, the primary's error."""

@@ -91,6 +91,22 @@ class LatencyWindow:
         return cap if self._hedge_at is None else min(cap, max(floor, self._hedge_at))
 
 
+class LatencyWindows:
+    """Every model's window, made on first use."""
+
+    __slots__ = ("_quantile", "_windows")
+
+    def __init__(self, quantile: float) -> None:
+        self._quantile = quantile
+        self._windows: dict[str, LatencyWindow] = {}
+
+    def of(self, model: str) -> LatencyWindow:
+        found = self._windows.get(model)
+        if found is None:
+            found = self._windows[model] = LatencyWindow(self._quantile)
+        return found
+
+
 class HedgeBudget:
     """At most ``ratio`` hedges per attempt over the last ``window_s`` seconds: a token budget as the retry budget's,
     with no reserve (gRPC throttles its hedges and retries with the one token count)."""
