@@ -4,10 +4,10 @@ through a 10 s outage.
 
     python -m benchmarks.fleet [--repeats 2] [--processes 8]
 
-Every process is ``benchmarks/fleet_worker.py`` (the process-wide engine, configured from the environment), the
-endpoint a ``RemoteFaultServer``, Redis a real server (``tests/redis_server.py``); ``benchmarks/fleet_watch.py``
-samples the server's counters and the shared limit's Redis keys from outside. Results:
-``benchmarks/results/fleet.json`` and ``fleet.md``.
+Every process is ``resilient_llm/testing/fleet_worker.py`` (the process-wide engine, configured from the
+environment), the endpoint a ``RemoteFaultServer``, Redis a real server (``resilient_llm/testing/redis_server.py``);
+``resilient_llm/testing/fleet_watch.py`` samples the server's counters and the shared limit's Redis keys from outside.
+Results: ``benchmarks/results/fleet.json`` and ``fleet.md``.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.fleet_report import markdown
-from benchmarks.fleet_watch import Watch, outage_hits, periods, silent_process
-from benchmarks.fleet_worker import Fleet
+from resilient_llm.testing.fleet_watch import Watch, outage_hits, periods, silent_process
+from resilient_llm.testing.fleet_worker import Fleet
+from resilient_llm.testing.redis_server import RedisServer
 from resilient_llm.testing.remote import RemoteFaultServer
-from tests.redis_server import RedisServer
 
 RESULTS = Path(__file__).parent / "results"
 CAPACITY = 40

@@ -50,8 +50,9 @@ def markdown(report: dict[str, Any]) -> str:
     out = [
         "# Fleet: processes sharing one endpoint through Redis",
         "",
-        f"`{report['command']}` ({report['wall_s']} s). Each process is `benchmarks/fleet_worker.py` (the process-wide "
-        "engine from the environment, defaults otherwise); the endpoint a `RemoteFaultServer`, Redis a real server.",
+        f"`{report['command']}` ({report['wall_s']} s). Each process is `resilient_llm/testing/fleet_worker.py` "
+        "(the process-wide engine from the environment, defaults otherwise); the endpoint a `RemoteFaultServer`, "
+        "Redis a real server.",
         "",
         *checks(report),
         "",

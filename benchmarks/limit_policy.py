@@ -1,4 +1,5 @@
-"""The adaptive concurrency policy in the discrete-event simulation (``tests/concurrency_sim.py``), over seeds.
+"""The adaptive concurrency policy in the discrete-event simulation (``resilient_llm/testing/concurrency_sim.py``),
+over seeds.
 
     python -m benchmarks.limit_policy [--seeds 5]
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from resilient_llm.policy.concurrency import LimitPolicy, Sample, Signal, initial_state, update
-from tests.concurrency_sim import Endpoint, simulate
+from resilient_llm.testing.concurrency_sim import Endpoint, simulate
 
 RESULTS = Path(__file__).parent / "results"
 FAST = Endpoint(latency=lambda rng: rng.uniform(0.04, 0.06))

@@ -77,6 +77,7 @@ RULES: tuple[tuple[str, tuple[str, ...] | None, str], ...] = (
     ("resilient_llm/layers/aiohttp_transport.py", None, "http: aiohttp"),
     ("resilient_llm/engine.py", ("request", "model_name", "_option"), "front door (validate, build request)"),
     ("resilient_llm/engine.py", None, "hop to the engine thread and back"),
+    ("resilient_llm/process.py", None, "hop to the engine thread and back"),
     ("resilient_llm/types.py", None, "front door (validate, build request)"),
     ("concurrent/futures/", None, "hop to the engine thread and back"),
     (

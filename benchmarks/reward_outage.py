@@ -1,13 +1,13 @@
 """DR Tulu's reward through an outage (issue 12): does every sample get the reward it gets without the outage?
 
-``--samples`` DR Tulu-shaped rollouts (``benchmarks/dr_tulu_reward.py``, from ``--seed``) are scored by DR Tulu's own
-reward function (``--dr-tulu PATH``: a DR Tulu / open-instruct checkout, used unmodified; without it, the replica)
-in the trainer's calling pattern (``trainer_pattern.trainer_batch``: the batch's ``asyncio.run``, each rollout on a
-pool thread running its own ``asyncio.run`` for the rubric judge, then blocking citation-judge calls), through the
-drop-in with ``USE_OPENROUTER_DIRECT=true`` and every other setting at its default (the cache off, so every run
-really calls), against a local fault server (``clean``, ``--latency`` s per answer). Each setting runs twice: no
-outage (the reference), then the endpoint resetting every connection for ``--outage`` s from ``--outage-start`` s
-into the step. Settings: ``defaults``, and ``fail_fast``, the first wave's behaviour
+``--samples`` DR Tulu-shaped rollouts (``resilient_llm/testing/reward_replica.py``, from ``--seed``) are scored by
+DR Tulu's own reward function (``--dr-tulu PATH``: a DR Tulu / open-instruct checkout, used unmodified; without it,
+the replica) in the trainer's calling pattern (``resilient_llm/testing/reward_step.py``: the batch's ``asyncio.run``,
+each rollout on a pool thread running its own ``asyncio.run`` for the rubric judge, then blocking citation-judge
+calls), through the drop-in with ``USE_OPENROUTER_DIRECT=true`` and every other setting at its default (the cache off,
+so every run really calls), against a local fault server (``clean``, ``--latency`` s per answer). Each setting runs
+twice: no outage (the reference), then the endpoint resetting every connection for ``--outage`` s from
+``--outage-start`` s into the step. Settings: ``defaults``, and ``fail_fast``, the first wave's behaviour
 (``RESILIENT_LLM_OUTAGE_WAIT=0``, ``RESILIENT_LLM_FALLBACK=neutral``).
 
     python -m benchmarks.reward_outage --dr-tulu PATH [--samples 64] [--outage 5] [--repeats 3]
@@ -23,83 +23,15 @@ import os
 import shlex
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.dr_tulu_reward import JUDGE_MODELS, RewardFn, Sample, load_dr_tulu, make_samples, replica_reward
-from benchmarks.flow_control import environment
-from resilient_llm.cli.bench_workload import LOCAL_KEY, client_environment
-from resilient_llm.cli.stats import summarize
+from benchmarks.dr_tulu_reward import load_dr_tulu
 from resilient_llm.testing.remote import RemoteFaultServer
+from resilient_llm.testing.reward_replica import RewardFn, make_samples, replica_reward
+from resilient_llm.testing.reward_step import SETTINGS, compare, run_step
 
 RESULTS = Path(__file__).parent / "results"
-SETTINGS: dict[str, dict[str, str]] = {
-    "defaults": {},
-    "fail_fast": {"RESILIENT_LLM_OUTAGE_WAIT": "0", "RESILIENT_LLM_FALLBACK": "neutral"},  # the first wave
-}
-
-
-def run_step(
-    server: RemoteFaultServer,
-    reward: RewardFn,
-    samples: Sequence[Sample],
-    setting: str,
-    log: Path,
-    outage: tuple[float, float] | None = None,
-    workers: int = 8,
-) -> dict[str, Any]:
-    """Score ``samples`` once, as one training step does; ``outage``: (start, length) s of connection resets."""
-    from benchmarks.trainer_pattern import trainer_batch  # imports open_instruct: after load_dr_tulu, not before
-
-    server.reset_stats()
-    log.unlink(missing_ok=True)
-    marks: dict[str, float] = {}
-
-    def mark(name: str, down: bool) -> None:
-        server.set_down(down, kind="reset")
-        marks[name] = time.monotonic()
-
-    timers = []
-    if outage is not None:
-        timers = [threading.Timer(outage[0], mark, ("down", True)), threading.Timer(sum(outage), mark, ("up", False))]
-    with environment(JUDGE_MODELS | SETTINGS[setting]), client_environment("resilient_llm", server.url, LOCAL_KEY, log):
-        started = time.monotonic()
-        for timer in timers:
-            timer.start()
-        results = trainer_batch(lambda i: reward(samples[i].response, samples[i].ground_truth), len(samples), workers)
-        ended = time.monotonic()
-    for timer in timers:
-        timer.join()  # a fail-fast step may end during the outage: the endpoint is back before the next step
-    calls = summarize([str(log)])["total"]
-    return {
-        "rewards": [None if isinstance(r, BaseException) else r for r in results],
-        "exceptions": [repr(r) for r in results if isinstance(r, BaseException)],
-        "wall_s": round(ended - started, 3),
-        "after_recovery_s": round(ended - marks["up"], 3) if "up" in marks else None,  # < 0: ended during it
-        "judge_calls": calls["calls"],
-        "neutral": calls["outcomes"].get("neutral", 0),
-        "requests_into_outage": server.stats()["requests_while_down"],
-    }
-
-
-def compare(reference: dict[str, Any], run: dict[str, Any]) -> dict[str, int]:
-    """How many samples got the reference's reward, and how the others moved (overall, rubric and citation parts)."""
-    counts = dict.fromkeys(("samples", "equal", "raised", "lowered"), 0)
-    counts |= dict.fromkeys(("rubric_raised", "rubric_lowered", "citation_raised", "citation_lowered"), 0)
-    for ref, got in zip(reference["rewards"], run["rewards"], strict=True):
-        counts["samples"] += 1
-        if got is None:
-            continue
-        delta = got["reward"] - ref["reward"]
-        counts["equal" if delta == 0 else "raised" if delta > 0 else "lowered"] += 1
-        for part in ("rubric", "citation"):
-            moved = got["log_values"][f"{part}_reward"] - ref["log_values"][f"{part}_reward"]
-            counts[f"{part}_raised"] += moved > 0
-            counts[f"{part}_lowered"] += moved < 0
-    return counts
 
 
 def outage_row(args: argparse.Namespace, server: RemoteFaultServer, reward: RewardFn, setting: str) -> dict[str, Any]:
@@ -187,7 +119,7 @@ def main() -> None:
         "benchmark": "reward_outage",
         "reward": "DR Tulu's compute_weighted_rubric_reward_with_citation_and_format_reward, unmodified"
         if modules
-        else "the replica (benchmarks/dr_tulu_reward.py)",
+        else "the replica (resilient_llm/testing/reward_replica.py)",
         "dr_tulu_modules": modules,
         "command": "python -m benchmarks.reward_outage " + shlex.join(sys.argv[1:]),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

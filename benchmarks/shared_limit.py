@@ -3,7 +3,8 @@
     python -m benchmarks.shared_limit [--ops 3000] [--threads 1,8,32]
 
 Each attempt through a shared limit makes these two round trips. Threads stand for ``asyncio.to_thread`` calls in
-flight at once. Needs ``redis-server`` on the PATH. Results: ``benchmarks/results/shared_limit.json``.
+flight at once. Redis: a real server (``resilient_llm/testing/redis_server.py``).
+Results: ``benchmarks/results/shared_limit.json``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from resilient_llm.policy.percentiles import percentiles
 from resilient_llm.stores.shared_limit import SharedLimit
-from tests.redis_server import RedisServer
+from resilient_llm.testing.redis_server import RedisServer
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -16,8 +16,6 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,23 +24,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM would f
 import resilient_llm
 from open_instruct.search_rewards.utils import run_utils
 from resilient_llm.testing.remote import RemoteFaultServer
+from resilient_llm.testing.reward_step import trainer_batch
 
 MODEL = "openai/gpt-4o-mini"
 RESULTS = Path(__file__).parent / "results"
 T = TypeVar("T")
-
-
-def trainer_batch(score_rollout: Callable[[int], T], rollouts: int, workers: int) -> list[T | BaseException]:
-    """One batch as the trainer scores it: ``asyncio.run`` over the batch, each rollout on a pool thread
-    (``run_in_executor``) that may run its own ``asyncio.run``; a rollout that raised has its exception in its place."""
-
-    async def batch() -> list[T | BaseException]:
-        loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(workers) as pool:
-            rollout_futures = (loop.run_in_executor(pool, score_rollout, r) for r in range(rollouts))
-            return list(await asyncio.gather(*rollout_futures, return_exceptions=True))
-
-    return asyncio.run(batch())
 
 
 def run_pattern(rollouts: int, calls_per_rollout: int, workers: int, tag: str) -> dict[str, Any]:

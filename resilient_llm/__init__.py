@@ -1,7 +1,7 @@
 """resilient-llm: a resilient OpenRouter (OpenAI-compatible) chat caller for RL training loops."""
 
 from resilient_llm.config import Config
-from resilient_llm.engine import Engine, acomplete, complete, configure, default_engine, metrics, shutdown
+from resilient_llm.engine import Engine
 from resilient_llm.errors import (
     BreakerOpen,
     CallFailed,
@@ -23,6 +23,7 @@ from resilient_llm.layers.limit import LimitConfig
 from resilient_llm.layers.litellm_route import LiteLLMRouteConfig
 from resilient_llm.layers.retry import RetryConfig
 from resilient_llm.logs import LogConfig
+from resilient_llm.process import acomplete, complete, configure, default_engine, metrics, shutdown
 from resilient_llm.prometheus import MetricsConfig
 from resilient_llm.runtime import RuntimeConfig
 from resilient_llm.types import ChatOptions, ChatRequest, ChatResult, Outcome, Usage

@@ -26,9 +26,10 @@ from resilient_llm.layers.limit import LimitConfig
 from resilient_llm.layers.litellm_route import LiteLLMRouteConfig
 from resilient_llm.layers.retry import RetryConfig
 from resilient_llm.logs import LogConfig
-from resilient_llm.models import model_name, openrouter_name
+from resilient_llm.models import endpoint_name
 from resilient_llm.prometheus import MetricsConfig
 from resilient_llm.redact import url_secrets
+from resilient_llm.routing import RoutingConfig
 from resilient_llm.runtime import RuntimeConfig
 from resilient_llm.validation import Check, Secret, Validated, redact_url
 
@@ -50,6 +51,7 @@ class Config:
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    routing: RoutingConfig = dataclasses.field(default_factory=RoutingConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -78,8 +80,13 @@ class Config:
         return dataclasses.replace(self, **changed)
 
     def model_name(self, model: str, source: str = "model") -> str:
-        """The model name to send (bare OpenAI names get ``openai/`` on OpenRouter); ConfigError when unroutable."""
-        return openrouter_name(model, source) if self.http.targets_openrouter else model_name(model, source)
+        """The model name to send (bare OpenAI names get ``openai/`` on OpenRouter, ``hosted_vllm/`` is dropped on
+        another server); ConfigError when unroutable."""
+        return endpoint_name(model, source, openrouter=self.http.targets_openrouter)
+
+    def extra_body(self, extra_body: Mapping[str, Any]) -> dict[str, Any]:
+        """A call's extra body fields as sent: with the pinned provider and reasoning objects on OpenRouter."""
+        return self.routing.apply(extra_body, openrouter=self.http.targets_openrouter)
 
     def secrets(self) -> list[str]:
         """Every credential this configuration holds: its keys, the passwords in its URLs, and the proxies'."""
@@ -127,6 +134,7 @@ SECTIONS: tuple[tuple[str, type[Validated]], ...] = (
     ("log", LogConfig),
     ("metrics", MetricsConfig),
     ("runtime", RuntimeConfig),
+    ("routing", RoutingConfig),
 )
 
 ENVIRONMENT: tuple[Variable, ...] = (
@@ -181,6 +189,17 @@ ENVIRONMENT: tuple[Variable, ...] = (
     Variable(PREFIX + "METRICS_PORT", "metrics", "port"),
     Variable(PREFIX + "METRICS_HOST", "metrics", "host"),
     Variable(PREFIX + "LOOP", "runtime", "loop"),
+    Variable(PREFIX + "PROVIDER_ORDER", "routing", "provider_order"),
+    Variable(PREFIX + "PROVIDER_ALLOW_FALLBACKS", "routing", "provider_allow_fallbacks"),
+    Variable(PREFIX + "PROVIDER_REQUIRE_PARAMETERS", "routing", "provider_require_parameters"),
+    Variable(PREFIX + "PROVIDER_DATA_COLLECTION", "routing", "provider_data_collection"),
+    Variable(PREFIX + "PROVIDER_SORT", "routing", "provider_sort"),
+    Variable(PREFIX + "PROVIDER_QUANTIZATIONS", "routing", "provider_quantizations"),
+    Variable(PREFIX + "PROVIDER_ONLY", "routing", "provider_only"),
+    Variable(PREFIX + "PROVIDER_IGNORE", "routing", "provider_ignore"),
+    Variable(PREFIX + "REASONING_EFFORT", "routing", "reasoning_effort"),
+    Variable(PREFIX + "REASONING_MAX_TOKENS", "routing", "reasoning_max_tokens"),
+    Variable(PREFIX + "REASONING_EXCLUDE", "routing", "reasoning_exclude"),
 )
 
 

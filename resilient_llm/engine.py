@@ -1,12 +1,13 @@
-"""One engine per process: a long-lived event loop on a background thread owns the HTTP pool, the concurrency
-limit and every other piece of shared state. Both front doors, from any thread and any event loop (including a
-fresh ``asyncio.run`` per rollout), hand their call to it, so nothing is ever bound to a caller's dead loop.
+"""The engine: a long-lived event loop on a background thread that owns the HTTP pool, the concurrency limit and
+every other piece of shared state. Both front doors, from any thread and any event loop (including a fresh
+``asyncio.run`` per rollout), hand their call to it, so nothing is ever bound to a caller's dead loop.
+
+``process.py`` keeps one engine per process (``complete()``, ``acomplete()``, ``configure()``, fork and exit).
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import contextlib
 import os
@@ -42,7 +43,7 @@ class Engine:
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
     ) -> None:
-        _refuse_at_exit()
+        refuse_at_exit()
         self.config = config
         self._pid = os.getpid()
         self._closed = False
@@ -92,7 +93,7 @@ class Engine:
             top_p=options.get("top_p"),
             frequency_penalty=options.get("frequency_penalty"),
             presence_penalty=options.get("presence_penalty"),
-            extra_body=extra_fields(options.get("extra_body")),
+            extra_body=self.config.extra_body(extra_fields(options.get("extra_body"))),
             timeout=self.config.http.timeout if timeout is None else timeout,
             num_retries=self.config.retry.num_retries if num_retries is None else num_retries,
             raise_caller_errors=options.get("raise_caller_errors", True),
@@ -130,7 +131,10 @@ class Engine:
             raise RuntimeError("complete() would deadlock on the engine thread; use acomplete()")
         request = self.request(model, messages, **options)
         self._check_usable()
-        return hop.answer_now(self._stack, request) or hop.wait(self.submit(request))  # a disk cache hit: no hop
+        hit = hop.answer_now(self._stack, request)  # a disk cache hit is read here: no hop to the engine thread
+        if hit is not None:
+            return hit
+        return hop.wait(self.submit(request))
 
     async def acomplete(
         self, model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
@@ -138,7 +142,10 @@ class Engine:
         """Awaitable call, from any event loop; cancelling it cancels the call on the engine."""
         request = self.request(model, messages, **options)
         self._check_usable()
-        return hop.answer_now(self._stack, request) or await hop.call(self._loop, self._stack.top.handle, request)
+        hit = hop.answer_now(self._stack, request)
+        if hit is not None:
+            return hit
+        return await hop.call(self._loop, self._stack.top.handle, request)
 
     @property
     def outcomes(self) -> Mapping[str, int]:
@@ -218,82 +225,16 @@ class Engine:
         self.close()
 
 
-_default: Engine | None = None
-_default_lock = threading.Lock()
-_exiting = False  # set by our atexit hook (it runs before finalization): from then on no engine is built
-_configured: Config | None = None
+_exiting = False  # set at interpreter exit (process.py's atexit hook runs before finalization)
 
 
-def configure(config: Config | None) -> None:
-    """Use ``config`` for the process-wide engine from the next call on (None: the environment again).
-
-    The current process-wide engine, if any, is closed first, so no call runs under two configurations.
-    """
-    global _configured
-    shutdown()
-    _configured = config
-
-
-def default_engine() -> Engine:
-    """The process-wide engine, created on first use from ``configure``'s config or the environment (after a fork,
-    anew in the child)."""
-    global _default
-    engine = _default
-    if engine is not None:
-        return engine
-    _refuse_at_exit()
-    with _default_lock:
-        if _default is None:
-            _default = Engine(_configured or Config.from_env())
-        return _default
-
-
-def shutdown() -> None:
-    """Close the process-wide engine; the next call builds a new one (from the environment as it is then, unless
-    ``configure`` gave a config)."""
-    global _default
-    with _default_lock:
-        engine, _default = _default, None
-    if engine is not None:
-        engine.close()
-
-
-def _forget_in_child() -> None:
-    # The loop thread did not survive the fork; drop the parent's engine without touching its sockets.
-    global _default, _default_lock
-    _default = None
-    _default_lock = threading.Lock()
-
-
-def metrics() -> dict[str, float]:
-    """What the process-wide engine did since the previous call, as ``llm/...`` numbers ready for
-    ``wandb.log(resilient_llm.metrics(), step=step)``; empty while no engine runs (e.g. USE_OPENROUTER_DIRECT=false)."""
-    engine = _default
-    return {} if engine is None else engine.metrics()
-
-
-def complete(model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]) -> ChatResult:
-    """Blocking chat completion through the process-wide engine."""
-    return default_engine().complete(model, messages, **options)
-
-
-async def acomplete(
-    model: str, messages: Sequence[Message] | None = None, **options: Unpack[ChatOptions]
-) -> ChatResult:
-    """Awaitable chat completion through the process-wide engine, from any event loop."""
-    return await default_engine().acomplete(model, messages, **options)
-
-
-def _refuse_at_exit() -> None:
-    if _exiting:  # a new loop thread may never start at exit, and the call (e.g. from a __del__) would wait forever
+def refuse_at_exit() -> None:
+    """RuntimeError once the interpreter is exiting: a new loop thread may never start then, and a call (e.g. from a
+    ``__del__``) would wait for it forever."""
+    if _exiting:
         raise RuntimeError("resilient_llm: the interpreter is exiting; no engine can start now")
 
 
-def _at_exit() -> None:
+def mark_exiting() -> None:
     global _exiting
     _exiting = True
-    shutdown()
-
-
-os.register_at_fork(after_in_child=_forget_in_child)
-atexit.register(_at_exit)

@@ -1,6 +1,5 @@
 """The way from a caller's thread to the engine's loop and back, kept light: a queued call holds little, and a cache
-hit that the store can read in the caller's thread (disk) makes no hop at all. (A result is always truthy, so the
-engine's front doors read ``answer_now(...) or <the hop>``.)
+hit that the store can read in the caller's thread (disk) makes no hop at all.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """structlog set-up of our own logger (the user's global structlog configuration is left alone).
 
 Every line is one JSON object with at least ``event``, ``level`` and ``timestamp``. Call lines (``event="llm_call"``)
-carry ``call_id, model, outcome, latency_ms, attempts, failures, route, answered_by, prompt_tokens,
-completion_tokens, cost, response_id``; the start-up line (``event="engine_started"``) the effective configuration.
+carry ``call_id, model, outcome, latency_ms, attempts, failures, route, answered_by, provider, prompt_tokens,
+completion_tokens, cost, response_id`` (``provider``: the upstream provider OpenRouter says answered, else null);
+the start-up line (``event="engine_started"``) the effective configuration.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from resilient_llm.runtime import log_line
 from resilient_llm.validation import BOOL, TEXT, Validated, choice, setting
 
 CALL_EVENT = "llm_call"
+ANSWERED = ("ok", "cached")  # outcomes logged at info; every other outcome is a warning
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -234,3 +236,11 @@ def make_logger(config: LogConfig, sink: LogSink) -> Any:
         wrapper_class=structlog.make_filtering_bound_logger(config.level if sink.enabled else "critical"),
         logger_name="resilient_llm",
     )
+
+
+def log_call(logger: Any, outcome: str, latency_ms: float, *, call_id: int, model: str, **fields: Any) -> None:
+    """Write one ``llm_call`` line: the one place its shape and level are decided, for the engine's calls, the
+    drop-in's rejected calls and the original (flag-off) path alike."""
+    level = "info" if outcome in ANSWERED else "warning"
+    fields.setdefault("provider", None)  # in every line, so a reader can tell "none answered" from an old log
+    getattr(logger, level)(CALL_EVENT, outcome=outcome, latency_ms=latency_ms, call_id=call_id, model=model, **fields)

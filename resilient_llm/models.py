@@ -4,6 +4,12 @@ DR Tulu's own defaults are bare OpenAI names (``CITATION_JUDGE_MODEL=gpt-4o-mini
 ``gpt-4.1``, LiteLLM fallbacks ``gpt-4.1-mini``), which LiteLLM sends to OpenAI. OpenRouter serves the same models as
 ``openai/<name>``, so a bare OpenAI name is mapped there (the engine logs each mapping once); any other bare name is
 refused with the likely fix, since guessing a provider could send the call to the wrong model.
+
+LiteLLM spells the provider of a model as a prefix of its own (``hosted_vllm/``, ``azure/``, ``gemini/``, ...), and
+DR Tulu's own tests use ``hosted_vllm/<model>`` against a vLLM base URL. What such a name means depends on where the
+call goes: to a vLLM (or any OpenAI-compatible) server, ``hosted_vllm/`` is dropped, as LiteLLM does (the server
+knows its model by the rest); to OpenRouter, a prefix with a sure counterpart is translated (``azure/gpt-4o`` to
+``openai/gpt-4o``, ``gemini/...`` to ``google/...``) and any other LiteLLM-only prefix is refused, naming the fix.
 """
 
 from __future__ import annotations
@@ -44,9 +50,57 @@ def model_name(model: str, source: str = "model") -> str:
     return name
 
 
+# LiteLLM provider prefixes OpenRouter does not know; each means "that provider's own API", not OpenRouter's.
+LITELLM_ONLY_PREFIXES = (
+    "hosted_vllm",
+    "vllm",
+    "ollama",
+    "ollama_chat",
+    "huggingface",
+    "bedrock",
+    "sagemaker",
+    "vertex_ai",
+    "together_ai",
+    "fireworks_ai",
+    "groq",
+    "deepinfra",
+    "custom_openai",
+    "text-completion-openai",
+    "litellm_proxy",
+    "azure_ai",
+)
+# Prefixed on a server that is not OpenRouter: LiteLLM sends the rest of the name (the server's own model name).
+SELF_HOSTED_PREFIXES = ("hosted_vllm/",)
+
+
+def endpoint_name(model: str, source: str = "model", *, openrouter: bool) -> str:
+    """The name to send to the configured endpoint (OpenRouter or another OpenAI-compatible server)."""
+    if openrouter:
+        return openrouter_name(model, source)
+    name = model_name(model, source)
+    for prefix in SELF_HOSTED_PREFIXES:
+        if name.startswith(prefix):
+            return model_name(name[len(prefix) :].strip("/"), source)
+    return name
+
+
 def openrouter_name(model: str, source: str = "model") -> str:
-    """The name to send to OpenRouter: LiteLLM's ``openrouter/`` spelling dropped, bare OpenAI names mapped."""
+    """The name to send to OpenRouter: LiteLLM's ``openrouter/`` spelling dropped, bare OpenAI names mapped, LiteLLM's
+    ``azure/`` and ``gemini/`` translated, other LiteLLM-only prefixes refused."""
     name = model_name(model, source).removeprefix("openrouter/")
+    prefix, _, rest = name.partition("/")
+    if prefix == "azure" and is_bare_openai(rest):
+        return f"openai/{rest}"
+    if prefix == "gemini" and rest.lower().startswith(("gemini", "gemma")) and "/" not in rest:
+        return f"google/{rest}"
+    if prefix in LITELLM_ONLY_PREFIXES or prefix in ("azure", "gemini"):
+        guess = rest.lower() if "/" in rest else suggest_model(rest)
+        raise ConfigError(
+            f"{source}={model!r} uses LiteLLM's {prefix + '/'!r} prefix, which OpenRouter does not know: to call "
+            f"that provider or your own server, point OPENAI_API_BASE at it (e.g. http://localhost:8000/v1 for "
+            f"vLLM); to call the model through OpenRouter, use OpenRouter's name for it (perhaps {guess!r})",
+            field=source,
+        )
     if is_bare_openai(name):
         return f"openai/{name}"
     if "/" not in name:

@@ -46,7 +46,8 @@ class RuntimeConfig(Validated):
         super().__post_init__()
         if self.loop == "uvloop" and uvloop is None:
             raise ConfigError(
-                "loop='uvloop' but uvloop is not installed: pip install 'resilient-llm[fast]', or use auto or asyncio",
+                "loop='uvloop' but uvloop is not installed (it comes with resilient-llm on CPython, not on Windows): "
+                "pip install uvloop, or use auto or asyncio",
                 field="loop",
             )
 

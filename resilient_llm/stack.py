@@ -160,6 +160,7 @@ def build_stack(
             base_url=config.http.base_url,
             neutral_text=config.fallback.neutral_text,
             logger=logger,
+            read_now=store.get_now if isinstance(store, DiskStore) else None,
         )
     observe = ObserveHandler(cache or fallback, logger, log_prompts=config.log.prompts, metrics=metrics)
     return Stack(top=observe, cache=cache, breaker=breaker, limit=limit, http=http)

@@ -16,7 +16,7 @@ import resilient_llm
 from resilient_llm import Config, Engine, HTTPConfig, logs
 from resilient_llm.config import SECTIONS
 from resilient_llm.testing.fault_server import FaultServer
-from tests.redis_server import RedisServer
+from resilient_llm.testing.redis_server import RedisServer
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # keep LiteLLM off the internet: loopback only
 

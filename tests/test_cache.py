@@ -20,8 +20,8 @@ from resilient_llm.errors import MalformedResponse
 from resilient_llm.policy.cache import cache_key, decode_answer, encode_answer, is_cacheable
 from resilient_llm.protocol import parse_response
 from resilient_llm.testing.fault_server import FaultServer
+from resilient_llm.testing.redis_server import RedisServer
 from tests.conftest import API_KEY, MODEL, call_lines, read_log
-from tests.redis_server import RedisServer
 
 BASE = "https://openrouter.ai/api/v1"
 REQUEST = ChatRequest(model=MODEL, messages=({"role": "user", "content": "q"},), temperature=0.0, max_tokens=8)
@@ -231,6 +231,7 @@ CHILD_CALLS = """
 """
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_directory(server: FaultServer, tmp_path: Path) -> None:
     """Answers stored by one process are hits in another process on the same machine."""
     cache_dir = tmp_path / "shared-cache"
@@ -327,3 +328,30 @@ def test_redis_killed_mid_run_never_fails_a_call_and_recovers(
     events = [line["event"] for line in read_log(log_path) if line["event"].startswith("cache_")]
     assert events.count("cache_fault") == 1
     assert events[-1] == "cache_recovered"
+
+
+def test_disk_store_runs_sqlite_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk store's async reads, writes and deletes run SQLite on a worker thread, never on the calling loop."""
+    from resilient_llm.stores.disk import DiskStore
+
+    store = DiskStore(str(tmp_path / "c"), 1 << 20)
+    threads: list[threading.Thread] = []
+    opened = store._open
+
+    def watched() -> object:
+        threads.append(threading.current_thread())
+        return opened()
+
+    monkeypatch.setattr(store, "_open", watched)
+
+    async def scenario() -> tuple[bytes | None, threading.Thread]:
+        await store.set("k", b"v", None)
+        got = await store.get("k")
+        await store.delete("k")
+        await store.close()
+        return got, threading.current_thread()
+
+    got, loop_thread = asyncio.run(scenario())
+    assert got == b"v"
+    assert len(threads) == 3
+    assert loop_thread not in threads

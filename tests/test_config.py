@@ -161,3 +161,33 @@ def test_redact_url_keeps_everything_but_credentials() -> None:
     """Only the userinfo part is removed."""
     assert redact_url("http://u:p@h:1/x?y=1") == "http://h:1/x?y=1"
     assert redact_url("https://openrouter.ai/api/v1") == "https://openrouter.ai/api/v1"
+
+
+@pytest.mark.parametrize(
+    ("model", "sent"),
+    [("azure/gpt-4o", "openai/gpt-4o"), ("gemini/gemini-2.0-flash", "google/gemini-2.0-flash")],
+)
+def test_litellm_prefixes_with_a_sure_counterpart_are_translated_on_openrouter(model: str, sent: str) -> None:
+    """LiteLLM's azure/<OpenAI name> and gemini/<name> go to OpenRouter as openai/... and google/..."""
+    assert Config.from_env(KEY).model_name(model) == sent
+
+
+@pytest.mark.parametrize("model", ["hosted_vllm/Qwen/Qwen3-8B", "ollama/llama3", "azure/my-deployment"])
+def test_other_litellm_prefixes_are_refused_on_openrouter_with_the_fix(model: str) -> None:
+    """A LiteLLM-only prefix on OpenRouter: the variable, the prefix, and both ways out (base URL, OpenRouter name)."""
+    env = KEY | {"RUBRIC_JUDGE_MODEL": model}
+    with pytest.raises(ConfigError, match="RUBRIC_JUDGE_MODEL") as info:
+        TrainerConfig.from_env(Config.from_env(env), env)
+    message = str(info.value)
+    assert f"LiteLLM's '{model.split('/')[0]}/' prefix" in message
+    assert "OPENAI_API_BASE" in message
+    assert "OpenRouter's name" in message
+
+
+def test_hosted_vllm_is_dropped_for_a_vllm_server() -> None:
+    """Against another base URL (DR Tulu's tests: a vLLM server) hosted_vllm/<model> is sent as <model>."""
+    local = Config.from_env(KEY | {"OPENAI_API_BASE": "http://127.0.0.1:8000/v1"})
+    assert local.model_name("hosted_vllm/Qwen/Qwen3-8B") == "Qwen/Qwen3-8B"
+    assert local.model_name("openai/gpt-4o-mini") == "openai/gpt-4o-mini"  # other prefixes are the server's business
+    with pytest.raises(ConfigError):
+        local.model_name("hosted_vllm/")

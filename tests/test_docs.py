@@ -1,4 +1,5 @@
-"""Every example in README.md and docs/zh-CN.md is run here (or skipped for a stated reason), so the docs cannot rot."""
+"""The documentation cannot rot: every example in README.md, docs/*.md and benchmarks/README.md is run here (or
+skipped for a stated reason), and every repository path and ``python -m`` module they name exists."""
 
 from __future__ import annotations
 
@@ -17,8 +18,15 @@ from resilient_llm.testing.fault_server import FaultServer
 from tests.test_install import make_checkout
 
 REPO = Path(__file__).parent.parent
-DOCUMENTS = ("README.md", "docs/zh-CN.md")
+PAGES = sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))
+DOCUMENTS = ("README.md", *PAGES, "benchmarks/README.md")
 FENCE = re.compile(r"```(bash|python)\n(.*?)```", re.S)
+CODE_SPAN = re.compile(r"`([^`\s]+)`")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+MODULE = re.compile(r"python -m ([\w.]+)")
+TOP = {p.name for p in REPO.iterdir() if not p.name.startswith(".git")}
+PACKAGE = REPO / "resilient_llm"
+SUBPACKAGES = {p.name for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__")}
 FIXTURE_LOG = Path(__file__).parent / "fixtures" / "mixed.log"
 # Commands these tests do not run, and why.
 NOT_RUN = {
@@ -66,6 +74,77 @@ def cli(*argv: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProce
     )
 
 
+def test_the_documents_are_the_ones_the_readme_links() -> None:
+    """Each page in docs/ is linked from the README's reading list, so none is an orphan."""
+    readme = (REPO / "README.md").read_text()
+    pages = [d for d in DOCUMENTS if d.startswith("docs/")]
+    assert len(pages) > 8
+    assert [d for d in pages if f"]({d})" not in readme] == []
+
+
+def named_paths(text: str, folder: Path) -> set[str]:
+    """The repository paths a document in ``folder`` names: code spans that look like a path and start at the
+    repository's top (or inside the package, as ``policy/gate.py``), and the targets of its relative links."""
+    found = set()
+    for span in CODE_SPAN.findall(text):
+        first = span.split("/")[0]
+        if "/" not in span or "<" in span or "*" in span or "..." in span:
+            continue
+        if first in TOP:
+            found.add(span)
+        elif first in SUBPACKAGES:
+            found.add(f"resilient_llm/{span}")
+    for target in LINK.findall(text):
+        if not target.startswith(("http://", "https://", "#")):
+            found.add(str(folder.joinpath(target.split("#")[0]).resolve().relative_to(REPO)))
+    return found
+
+
+def exists(path: str) -> bool:
+    """A file or folder, or ``module.attribute`` of a module file (``testing/profiles.FAULT_KINDS``)."""
+    if (REPO / path).exists():
+        return True
+    module, dot, _ = path.rpartition(".")
+    return bool(dot) and (REPO / f"{module}.py").exists()
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_every_path_a_document_names_exists(document: str) -> None:
+    """A path in a document (code span or link) names a file or folder of this repository."""
+    paths = named_paths((REPO / document).read_text(), (REPO / document).parent)
+    assert [p for p in sorted(paths) if not exists(p)] == []
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_every_module_a_document_runs_exists(document: str) -> None:
+    """Each ``python -m X`` in a document names a module of this repository."""
+    modules = MODULE.findall((REPO / document).read_text())
+    missing = [
+        m
+        for m in modules
+        if not (REPO / m.replace(".", "/")).with_suffix(".py").exists() and not (REPO / m.replace(".", "/")).is_dir()
+    ]
+    assert missing == []
+
+
+def test_the_path_check_sees_a_stale_path() -> None:
+    """The check is not vacuous: a moved file and a broken link are caught; templates, URLs and attributes pass."""
+    text = (
+        "`resilient_llm/fault_server.py` `policy/gate.py` `layers/<name>.py` `redis://` `testing/profiles.FAULT_KINDS`"
+        " [a](missing.md) [b](architecture.md#where) [c](https://example.org/x)"
+    )
+    paths = named_paths(text, REPO / "docs")
+    assert paths == {
+        "resilient_llm/fault_server.py",
+        "resilient_llm/policy/gate.py",
+        "resilient_llm/testing/profiles.FAULT_KINDS",
+        "docs/missing.md",
+        "docs/architecture.md",
+    }
+    assert sorted(p for p in paths if not exists(p)) == ["docs/missing.md", "resilient_llm/fault_server.py"]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("document", "body"), blocks("bash"), ids=lambda v: v if len(v) < 30 else None)
 def test_bash_examples_run(document: str, body: str, tmp_path: Path) -> None:
     """Each shell example runs against local stand-ins (a fake checkout, the fault server, a fixture log)."""
@@ -124,6 +203,7 @@ def test_bash_examples_run(document: str, body: str, tmp_path: Path) -> None:
                 pytest.fail(f"{document}: no way to run the example {command!r}: teach this test, or change the doc")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("document", "body"), blocks("python"), ids=lambda v: v if len(v) < 30 else None)
 def test_python_examples_run(document: str, body: str, tmp_path: Path) -> None:
     """Each Python example runs as a script against the local server."""

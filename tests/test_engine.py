@@ -134,6 +134,7 @@ def test_retries_are_bounded_by_the_deadline(server: FaultServer, make_engine: C
     assert 2 <= result.attempts <= 3
 
 
+@pytest.mark.slow
 def test_concurrency_cap_holds_across_threads_and_loops(make_engine: Callable[..., Engine]) -> None:
     """Calls from several threads, each with its own event loop, never exceed the process-wide cap."""
     with FaultServer("clean", latency_s=0.05) as slow:
@@ -247,6 +248,7 @@ def test_unreachable_endpoint_is_retried_then_neutral(make_engine: Callable[...,
     assert {f.kind for f in result.failures} == {"connect_error"}
 
 
+@pytest.mark.slow
 def test_rate_limits_do_not_use_up_the_retries(server: FaultServer, make_engine: Callable[..., Engine]) -> None:
     """Six 429s in a row (more than num_retries) are waited out: the endpoint is alive, just asking for time."""
     engine = make_engine(retry_after_max=1.0)
@@ -275,6 +277,7 @@ def test_a_failed_start_leaves_no_engine_thread(server: FaultServer, monkeypatch
     assert engine_threads() == before
 
 
+@pytest.mark.slow
 def test_retry_after_zero_does_not_make_a_request_storm(make_engine: Callable[..., Engine]) -> None:
     """A 429 with "Retry-After: 0" over and over: the call backs off (a handful of requests in 2 s, not 100)."""
     with FaultServer("clean", retry_after_s=0.0) as zero:

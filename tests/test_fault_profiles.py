@@ -55,6 +55,7 @@ def test_capacity_admits_at_most_c_and_refuses_the_rest_at_once() -> None:
     assert stats["faults"] == {"ok": 4, "http_429": 6}
 
 
+@pytest.mark.slow
 def test_capacity_changes_while_running() -> None:
     """Halved from 6 to 3 between two bursts (method, then admin endpoint): each burst gets what C allows."""
     with FaultServer("capacity", capacity=6, latency_s=0.2) as server:
@@ -101,6 +102,7 @@ def test_retry_before_retry_after_is_a_violation() -> None:
         assert server.stats()["retry_after_violations"] == 1
 
 
+@pytest.mark.slow
 def test_clean_500ms_answers_in_500_plus_minus_100_ms() -> None:
     """Every answer of clean-500ms takes 0.4-0.6 s, the same for the same request, and they differ."""
     with FaultServer("clean-500ms") as server:
@@ -123,6 +125,7 @@ def test_an_explicit_latency_replaces_the_profiles() -> None:
         assert max(r.elapsed.total_seconds() for r in responses) < 0.3
 
 
+@pytest.mark.slow
 def test_remote_capacity_server_is_controlled_over_http() -> None:
     """The child-process server takes --capacity, changes it on request and reports admissions."""
     with RemoteFaultServer("capacity", capacity=2, latency_s=0.3) as server:

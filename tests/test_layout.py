@@ -1,4 +1,5 @@
-"""The house's shape, checked from the code: no import circles, tools load only when their command runs."""
+"""The house's shape, checked from the code: no import circles, no import running back up, tools load only when
+their command runs, and tests/ and benchmarks/ never import each other."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "resilient_llm"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "resilient_llm"
 TOOLS = ("resilient_llm.cli.bench", "resilient_llm.testing.fault_server", "matplotlib")  # rich: structlog takes it
 
 
@@ -72,9 +74,86 @@ def test_no_import_circles() -> None:
         visit(name)
 
 
-def test_no_package_file_over_300_lines() -> None:
-    """Every module reads in one sitting."""
-    long = {
-        str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 300
-    }
-    assert not long, long
+# The package's parts from the top floor down: a module imports only modules of its own tier or below. A module is in
+# the tier of its longest listed prefix; a new module that fits none is reported, to be placed here.
+TIERS = (
+    ("tools", ("resilient_llm.cli",)),
+    ("integrations", ("resilient_llm.testing", "resilient_llm.dropin")),
+    (
+        "engine",
+        (
+            "resilient_llm",
+            "resilient_llm.process",
+            "resilient_llm.engine",
+            "resilient_llm.hop",
+            "resilient_llm.stack",
+            "resilient_llm.config",
+        ),
+    ),
+    ("layers", ("resilient_llm.layers", "resilient_llm.stores", "resilient_llm.recorder", "resilient_llm.prometheus")),
+    ("policy", ("resilient_llm.policy",)),
+    (
+        "foundation",
+        (
+            "resilient_llm.errors",
+            "resilient_llm.types",
+            "resilient_llm.validation",
+            "resilient_llm.redact",
+            "resilient_llm.protocol",
+            "resilient_llm.runtime",
+            "resilient_llm.logs",
+            "resilient_llm.models",
+            "resilient_llm.clock",
+            "resilient_llm.routing",
+        ),
+    ),
+)
+
+
+def tier_of(module: str) -> int | None:
+    """The index of ``module``'s tier in TIERS (0 is the top), or None when no listed prefix covers it."""
+    best: tuple[int, int] | None = None  # (prefix length, tier)
+    for index, (_, prefixes) in enumerate(TIERS):
+        for prefix in prefixes:
+            covers = module == prefix or (module.startswith(prefix + ".") and prefix != "resilient_llm")
+            if covers and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), index)
+    return None if best is None else best[1]
+
+
+def test_every_module_has_a_tier() -> None:
+    """Each module of the package is placed in one of the tiers (a new one gets its place in TIERS)."""
+    assert [m for m in (module_name(p) for p in PACKAGE.rglob("*.py")) if tier_of(m) is None] == []
+
+
+def test_no_import_runs_back_up() -> None:
+    """No module imports one of a higher tier: tools over integrations over the engine over layers over policy over
+    the foundation."""
+    upward = []
+    for path in PACKAGE.rglob("*.py"):
+        name = module_name(path)
+        for target in imports_of(path):
+            here, there = tier_of(name), tier_of(target)
+            if here is not None and there is not None and there < here:
+                upward.append(f"{name} ({TIERS[here][0]}) -> {target} ({TIERS[there][0]})")
+    assert upward == []
+
+
+def top_level_imports(folder: Path) -> dict[str, set[str]]:
+    """Per file under ``folder``, the top-level packages it imports (deferred imports included)."""
+    found: dict[str, set[str]] = {}
+    for path in folder.rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+        found[str(path.relative_to(REPO))] = names
+    return found
+
+
+def test_tests_and_benchmarks_never_import_each_other() -> None:
+    """What both need lives in resilient_llm.testing: no test imports a benchmark, no benchmark imports a test."""
+    assert {f for f, names in top_level_imports(REPO / "tests").items() if "benchmarks" in names} == set()
+    assert {f for f, names in top_level_imports(REPO / "benchmarks").items() if "tests" in names} == set()

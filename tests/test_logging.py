@@ -84,6 +84,7 @@ print(json.dumps({"dropped": engine.log_lines_dropped}), flush=True)
 """
 
 
+@pytest.mark.slow
 def test_an_undrained_stderr_pipe_never_blocks_calls(server: FaultServer) -> None:
     """Logging to a stderr nobody reads: 50 calls with 20 KB log lines all return at once; every line is either
     written or counted as dropped, and the drops are reported in exactly one line once stderr flows again."""
@@ -139,6 +140,7 @@ os._exit(0)
 """
 
 
+@pytest.mark.slow
 def test_a_fork_during_a_blocked_log_write_leaves_the_child_working(server: FaultServer) -> None:
     """A fork while a log line is being written to a full stderr pipe: the child's first call returns."""
     env = dict(

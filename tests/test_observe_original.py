@@ -13,8 +13,7 @@ import pytest
 
 import resilient_llm
 from open_instruct.search_rewards.utils import run_utils
-from resilient_llm import engine as engine_module
-from resilient_llm import logs
+from resilient_llm import logs, process
 from resilient_llm.testing.fault_server import FaultServer
 from tests import original_run_utils
 from tests.conftest import API_KEY, MODEL, call_lines
@@ -71,9 +70,15 @@ SCENARIOS: dict[str, tuple[tuple[str, ...], Call]] = {
 }
 
 
+RETRYING = ("503s within the retries, async", "retries used up, async")  # LiteLLM's own retries: a second each
+
+
 @pytest.mark.usefixtures("original_env")
 @pytest.mark.parametrize("logging", ["off", "on"])
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.parametrize(
+    "scenario",
+    [pytest.param(s, marks=pytest.mark.slow) if s in RETRYING else s for s in SCENARIOS],
+)
 def test_flag_off_returns_and_raises_what_the_original_does(
     scenario: str, logging: str, server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -93,7 +98,7 @@ def test_flag_off_returns_and_raises_what_the_original_does(
     server.script(*faults)
     assert outcome(call, run_utils, server) == expected
     assert server.stats()["requests"] == 2 * requests
-    assert engine_module._default is None
+    assert process._default is None
     if logging == "off":
         assert list(tmp_path.iterdir()) == []
     else:
@@ -103,6 +108,7 @@ def test_flag_off_returns_and_raises_what_the_original_does(
         assert line["outcome"] == ("ok" if returned else "neutral" if expected[0] == "returned" else "error")
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("original_env")
 def test_flaky_profile_answers_as_the_original_with_the_same_requests(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -51,6 +51,7 @@ def bring_back_after(server: FaultServer, seconds: float) -> threading.Timer:
     return timer
 
 
+@pytest.mark.slow
 def test_calls_wait_out_a_short_outage_and_all_get_real_answers(
     server: FaultServer, make_engine: Callable[..., Engine], log_path: Path
 ) -> None:
@@ -79,6 +80,7 @@ def test_calls_wait_out_a_short_outage_and_all_get_real_answers(
     assert outage[1]["calls_out_of_budget"] == 0
 
 
+@pytest.mark.slow
 def test_an_outage_longer_than_the_budget_ends_neutral_when_the_budget_runs_out(
     server: FaultServer, make_engine: Callable[..., Engine], log_path: Path
 ) -> None:
@@ -95,6 +97,7 @@ def test_an_outage_longer_than_the_budget_ends_neutral_when_the_budget_runs_out(
     assert call_lines(log_path)[-1]["waited_s"] >= 0.9
 
 
+@pytest.mark.slow
 def test_cancelling_a_waiting_call_frees_it_at_once(server: FaultServer, make_engine: Callable[..., Engine]) -> None:
     """A call waiting for an open breaker is cancelled within a moment, and the engine goes on."""
     engine = make_engine(**WAITING, deadline=1.5)

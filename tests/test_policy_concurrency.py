@@ -20,7 +20,7 @@ from resilient_llm.policy.concurrency import (
     signal_of,
     update,
 )
-from tests.concurrency_sim import Endpoint, simulate
+from resilient_llm.testing.concurrency_sim import Endpoint, simulate
 
 CONFIG = LimitPolicy()
 

@@ -114,6 +114,7 @@ def test_a_huge_chunked_body_stops_at_the_cap(body_server: BodyServer) -> None:
     assert peak < 10 * MB
 
 
+@pytest.mark.slow
 def test_a_gzip_bomb_is_cut_at_the_cap_on_decoded_bytes(body_server: BodyServer) -> None:
     """200 MB of zeros gzipped to a few hundred KB: decoding stops at the cap instead of inflating it all."""
     bomb = _gzip(b"\0" * MB, repeat=200)

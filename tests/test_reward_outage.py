@@ -1,7 +1,8 @@
 """DR Tulu's reward through an outage, in the trainer's calling pattern (benchmarks/reward_outage.py, smaller): with
 the defaults every sample keeps the reward it gets without the outage; failing fast, as the first wave did, does not.
 
-The reward here is the replica in benchmarks/dr_tulu_reward.py (DR Tulu's own code is not part of this repository);
+The reward here is the replica in resilient_llm/testing/reward_replica.py (DR Tulu's own code is not part of this
+repository);
 ``python -m benchmarks.reward_outage --dr-tulu PATH`` runs the same steps with DR Tulu's code, unmodified."""
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from benchmarks.dr_tulu_reward import make_samples, replica_reward
-from benchmarks.reward_outage import compare, run_step
 from resilient_llm.testing.judge_answers import citation_rating
 from resilient_llm.testing.remote import RemoteFaultServer
+from resilient_llm.testing.reward_replica import make_samples, replica_reward
+from resilient_llm.testing.reward_step import compare, run_step
 from resilient_llm.testing.wire import answer_body
 
 SAMPLES = make_samples(12, seed=3)
@@ -35,6 +36,7 @@ def reference(endpoint: RemoteFaultServer, tmp_path_factory: pytest.TempPathFact
     return run_step(endpoint, replica_reward, SAMPLES, "defaults", log)
 
 
+@pytest.mark.slow
 def test_the_reference_step_scores_every_sample_from_real_answers(reference: dict[str, Any]) -> None:
     """Without an outage: no exception, no neutral answer, and rewards that differ between samples."""
     assert reference["exceptions"] == []
@@ -43,6 +45,7 @@ def test_the_reference_step_scores_every_sample_from_real_answers(reference: dic
     assert len({r["reward"] for r in reference["rewards"]}) > 6
 
 
+@pytest.mark.slow
 def test_with_the_defaults_every_sample_keeps_its_reward_through_an_outage(
     endpoint: RemoteFaultServer, reference: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -56,6 +59,7 @@ def test_with_the_defaults_every_sample_keeps_its_reward_through_an_outage(
     assert compare(reference, run)["equal"] == len(SAMPLES)
 
 
+@pytest.mark.slow
 def test_failing_fast_through_the_same_outage_changes_rewards(
     endpoint: RemoteFaultServer, reference: dict[str, Any], tmp_path: Path
 ) -> None:

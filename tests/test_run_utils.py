@@ -16,7 +16,7 @@ import pytest
 import resilient_llm
 from open_instruct.search_rewards.utils import run_utils
 from open_instruct.search_rewards.utils.openrouter_replacement import call_openrouter, call_openrouter_async
-from resilient_llm import engine as engine_module
+from resilient_llm import process
 from resilient_llm.testing.fault_server import FaultServer
 from tests.conftest import API_KEY, MODEL, call_lines, read_log
 
@@ -77,6 +77,7 @@ def test_direct_path_answers_sync_and_async(server: FaultServer, log_path: Path)
     assert [line["outcome"] for line in call_lines(log_path)] == ["ok", "ok"]
 
 
+@pytest.mark.slow
 def test_trainer_pattern_on_a_flaky_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fresh loops per rollout on many threads, plus sync calls, on ~30% faults: no exception, real answers."""
     with FaultServer("flaky", seed=3, retry_after_s=0.2, hang_s=5.0) as flaky:
@@ -148,6 +149,7 @@ def test_fork_builds_a_fresh_engine_in_the_child(server: FaultServer) -> None:
     assert run_utils.run_litellm(MODEL, "parent after").startswith('{"score"')
 
 
+@pytest.mark.slow
 def test_interpreter_exits_cleanly_without_shutdown(server: FaultServer, tmp_path: Path) -> None:
     """A script that never calls shutdown() exits 0 promptly, with nothing on stderr."""
     script = (
@@ -171,7 +173,7 @@ def test_flag_off_runs_litellm_unchanged(server: FaultServer, monkeypatch: pytes
     assert run_utils.run_litellm(MODEL, "q", "sys").startswith('{"score"')
     assert asyncio.run(run_utils.run_litellm_async(MODEL, "q")).startswith('{"score"')
     assert server.stats()["requests"] == 2
-    assert engine_module._default is None
+    assert process._default is None
     assert [(line["event"], line["route"], line["outcome"]) for line in read_log(log_path)] == [
         ("llm_call", "litellm_original", "ok")
     ] * 2

@@ -15,8 +15,8 @@ import resilient_llm
 from open_instruct.search_rewards.utils import run_utils
 from resilient_llm import CallFailed, Config, ConfigError, HTTPConfig
 from resilient_llm.testing.fault_server import FaultServer
+from resilient_llm.testing.redis_server import RedisServer
 from tests.conftest import MODEL, read_log
-from tests.redis_server import RedisServer
 
 KEY = "sk-or-v1-SCANKEY-a1b2c3d4e5f6"
 FALLBACK_KEY = "fb-SCANKEY-9f8e7d6c5b4a"
@@ -98,6 +98,7 @@ def doctor_output(env: dict[str, str]) -> str:
     return done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_a_debug_run_with_failures_leaks_no_key_and_no_url_password(
     servers: tuple[FaultServer, FaultServer],
     locked_redis: str,

@@ -17,8 +17,8 @@ from resilient_llm.layers.limit import LimitConfig, LimitHandler
 from resilient_llm.layers.shared_permits import SharedPermits
 from resilient_llm.stack import make_breaker
 from resilient_llm.stores.shared_limit import SharedLimit
+from resilient_llm.testing.redis_server import RedisServer
 from resilient_llm.types import ChatRequest, ChatResult, Outcome, Usage
-from tests.redis_server import RedisServer
 
 MODEL = "openai/gpt-4o-mini"
 ENDPOINT = "http://127.0.0.1:1/api/v1\nsk-or-v1-TESTKEY"
@@ -157,6 +157,7 @@ def test_a_process_that_saw_the_breaker_open_sends_again_once_another_closed_it(
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_one_trial_across_processes_and_the_next_a_period_later(redis_server: RedisServer) -> None:
     """While A's trial is out, B waits for its outcome instead of sending a trial of its own; after it fails, the
     next trial (whoever sends it) comes a period (at least reset_timeout, 1 s) later, not at once."""
@@ -168,7 +169,7 @@ def test_one_trial_across_processes_and_the_next_a_period_later(redis_server: Re
         with pytest.raises(ConnectionFailed):
             await send(a)  # trips the shared breaker
         endpoint.mode = "hang"
-        await asyncio.sleep(1.25)  # the first trial is due (1 s, up to 20 % jitter)
+        await asyncio.sleep(1.25)  # the first trial is due (1 s, up to 10 % jitter)
         calls = [asyncio.ensure_future(send(a))]
         await asyncio.wait_for(endpoint.hanging.wait(), 5.0)  # A's trial is out
         calls.append(asyncio.ensure_future(send(b)))

@@ -15,7 +15,7 @@ import pytest
 
 from resilient_llm.errors import ConfigError
 from resilient_llm.stores.shared_limit import SharedLimit, SharedLimitDown
-from tests.redis_server import RedisServer
+from resilient_llm.testing.redis_server import RedisServer
 
 ENDPOINT = "http://127.0.0.1:1/api/v1\nsk-or-v1-TESTKEY"
 
@@ -130,6 +130,7 @@ def test_unrenewed_leases_expire_and_renewal_reports_them(make_limit: Callable[.
     assert limit.held == 0
 
 
+@pytest.mark.slow
 def test_renewal_keeps_leases_alive(make_limit: Callable[..., SharedLimit]) -> None:
     """One renew every lease_s / 3 keeps every permit of the process held well past its lease."""
     limit = make_limit(lease_s=0.3)
@@ -158,6 +159,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_process_killed_with_sigkill_gives_its_permits_back_within_the_lease(
     make_limit: Callable[..., SharedLimit], redis_server: RedisServer
 ) -> None:
@@ -204,6 +206,7 @@ def _contend(url: str, limit: int, acquires: int, results: Any) -> None:
     store.close()
 
 
+@pytest.mark.slow
 def test_concurrent_acquirers_in_several_processes_never_exceed_the_limit(redis_server: RedisServer) -> None:
     """4 processes x 75 acquires against a limit of 5: never more than 5 held at once, every acquire served."""
     context = multiprocessing.get_context("spawn")

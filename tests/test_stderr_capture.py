@@ -12,6 +12,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from resilient_llm.cli.stderr_capture import classify, summary
 
 SCRIPT = textwrap.dedent(
@@ -125,6 +127,7 @@ def run_in_a_terminal(argv: list[str], cwd: Path, timeout_s: float) -> tuple[int
     return returncode, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
 
 
+@pytest.mark.slow
 def test_bench_in_a_terminal_shows_no_traceback_and_counts_litellms(tmp_path: Path) -> None:
     """The trainer pattern through LiteLLM (its noisiest cell): no traceback on screen, the count names the file."""
     argv = [sys.executable, "-m", "resilient_llm.cli", "bench", "--quick", "--profiles", "clean"]

@@ -32,6 +32,7 @@ if sys.argv[1] == "used":
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["used", "unused"])
 def test_a_call_from_del_at_exit_is_refused_not_hung(server: FaultServer, engine: str) -> None:
     """Whether or not the engine ran before, a call from a __del__ at exit raises a clear RuntimeError and the

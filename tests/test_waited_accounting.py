@@ -7,11 +7,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from resilient_llm import Engine, Outcome
 from resilient_llm.testing.fault_server import FaultServer
 from tests.conftest import MODEL, call_lines
 
 
+@pytest.mark.slow
 def test_a_call_that_probes_several_times_counts_its_wait_once(
     server: FaultServer, make_engine: Callable[..., Engine], log_path: Path
 ) -> None:

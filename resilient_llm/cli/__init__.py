@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -18,7 +19,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from resilient_llm.cli import stats
+    from resilient_llm.cli import charts, stats
 
     if args.compare:
         return _compare(args)
@@ -28,23 +29,14 @@ def _stats(args: argparse.Namespace) -> int:
     try:
         report = stats.summarize(args.logs, args.window)
     except OSError as exc:
-        print(f"resilient-llm stats: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 2
+        print(f"resilient-llm stats: cannot read {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(json.dumps(report, indent=2, allow_nan=False) if args.json else stats.render_text(report))
-    if args.png:
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(args.png)), exist_ok=True)
-            stats.plot(report, args.png)
-        except OSError as exc:
-            print(f"resilient-llm stats: cannot write {args.png}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
-    return 0
+    return _chart(args.png, lambda: charts.plot_outcomes(report, args.png))
 
 
 def _compare(args: argparse.Namespace) -> int:
-    import os
-
-    from resilient_llm.cli import compare
+    from resilient_llm.cli import charts, compare
 
     if args.logs or args.window:
         print("resilient-llm stats: --compare takes exactly two logs, A and B, and no --window", file=sys.stderr)
@@ -52,12 +44,28 @@ def _compare(args: argparse.Namespace) -> int:
     try:
         a, b = (compare.read_side(path) for path in args.compare)
     except OSError as exc:
-        print(f"resilient-llm stats: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 2
+        print(f"resilient-llm stats: cannot read {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     report = compare.compare(a, b, args.judge_model or os.environ.get("RUBRIC_JUDGE_MODEL") or None)
-    print(json.dumps(report, indent=2) if args.json else compare.render_text(report))
-    if args.png:
-        compare.plot(a, b, args.png)
+    print(json.dumps(report, indent=2, allow_nan=False) if args.json else compare.render_text(report))
+    series = [(f"{name}: {side.path}", side.total.latencies_ms) for name, side in (("A", a), ("B", b))]
+    return _chart(args.png, lambda: charts.plot_latency_cdfs(series, args.png))
+
+
+def _chart(path: str | None, draw: Callable[[], None]) -> int:
+    """Draw the --png chart after the report is printed; a path that cannot be written is one line and exit 1."""
+    if not path:
+        return 0
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        draw()
+    except ImportError:
+        print("resilient-llm stats: --png needs matplotlib (pip install matplotlib)", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:  # ValueError: a path matplotlib cannot use (e.g. a NUL byte)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"resilient-llm stats: cannot write the chart to {path!r}: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from resilient_llm import engine as engine_module
+from resilient_llm import process
 
 MODEL = "openai/gpt-4o-mini"
 LOCAL_KEY = "sk-bench-local-not-a-secret"
@@ -75,11 +75,11 @@ def client_environment(
         }
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
-    engine_module.shutdown()
+    process.shutdown()
     try:
         yield
     finally:
-        engine_module.shutdown()
+        process.shutdown()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -1,19 +1,23 @@
 """``resilient-llm doctor``: is the direct path configured, reachable and ready, before a multi-day run?
 
 One line per check, PASS / WARN / FAIL; the exit status is 1 when anything failed. Secrets are never printed.
+
+It asks the endpoint for its models and the key; how it judges OpenRouter's answers (the key's credit and tier, each
+model's supported parameters and reasoning budget) is in ``doctor_openrouter``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import importlib.util
 import io
 import os
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 from resilient_llm import redact
+from resilient_llm.cli.doctor_openrouter import Check, key_checks, parameter_checks, routing_check
 from resilient_llm.config import Config
 from resilient_llm.dropin.config import TrainerConfig, use_openrouter_direct
 from resilient_llm.errors import ConfigError, ProviderError
@@ -42,16 +46,6 @@ MODEL_VARIABLES: tuple[tuple[str, str | None], ...] = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Check:
-    status: str  # PASS, WARN or FAIL
-    name: str
-    detail: str
-
-    def line(self) -> str:
-        return f"{self.status:<4}  {self.name:<14} {self.detail}"
-
-
 def configuration_lines(env: Mapping[str, str]) -> list[str]:
     """Every flag we read, with where its value comes from; secrets only as set or not."""
     names = list(VARIABLES) + sorted(k for k in env if k.startswith("RESILIENT_LLM_"))
@@ -68,7 +62,7 @@ def configuration_lines(env: Mapping[str, str]) -> list[str]:
     return lines
 
 
-def _model_checks(config: Config, env: Mapping[str, str], known: set[object]) -> list[Check]:
+def _model_checks(config: Config, env: Mapping[str, str], catalogue: Mapping[str, Mapping[str, Any]]) -> list[Check]:
     """Each model DR Tulu will ask for, as it will be sent (bare OpenAI names become ``openai/...``)."""
     checks = []
     for variable, default in MODEL_VARIABLES:
@@ -83,10 +77,14 @@ def _model_checks(config: Config, env: Mapping[str, str], known: set[object]) ->
             checks.append(Check("FAIL", "model", str(exc)))
             continue
         shown = source if sent == model else f"{source} (sent as {sent})"
-        if sent in known:
-            checks.append(Check("PASS", "model", f"{shown} is offered by the endpoint"))
-        else:
+        entry = catalogue.get(sent)
+        if entry is None:
             checks.append(Check("FAIL", "model", f"{shown} is not in the endpoint's model list"))
+            continue
+        checks.append(Check("PASS", "model", f"{shown} is offered by the endpoint"))
+        supported = entry.get("supported_parameters")
+        if isinstance(supported, list):  # OpenRouter lists them; other servers do not say
+            checks += parameter_checks(config, variable, sent, {p for p in supported if isinstance(p, str)})
     return checks
 
 
@@ -104,19 +102,14 @@ async def _endpoint_checks(config: Config, env: Mapping[str, str]) -> list[Check
         checks.append(Check("PASS", "endpoint", f"{base_url} reachable"))
         data = body.get("data") if isinstance(body, dict) else None
         models = data if isinstance(data, list) else []
-        known = {m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)}
-        checks += _model_checks(config, env, known)
+        catalogue = {m["id"]: m for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)}
+        checks += _model_checks(config, env, catalogue)
         try:
-            status, _ = await http.get_json("/key")
+            status, body = await http.get_json("/key")
         except ProviderError as exc:
             checks.append(Check("FAIL", "key", f"could not check the key: {exc}"))
         else:
-            if status == 200:
-                checks.append(Check("PASS", "key", "accepted by the endpoint"))
-            elif status in (401, 403):
-                checks.append(Check("FAIL", "key", f"rejected by the endpoint (HTTP {status})"))
-            else:
-                checks.append(Check("WARN", "key", f"cannot verify here (GET /key answered HTTP {status})"))
+            checks += key_checks(status, body)
     finally:
         await http.aclose()
     return checks
@@ -194,6 +187,9 @@ def run_checks(env: Mapping[str, str] | None = None) -> list[Check]:
     checks.append(Check("PASS", "config", "every variable valid"))
     proxy = config.http.proxy()
     checks.append(Check("PASS", "proxy", f"via {proxy}" if proxy else "none (direct connection)"))
+    routing = routing_check(config)
+    if routing is not None:
+        checks.append(routing)
     checks += asyncio.run(_endpoint_checks(config, env))
     checks.append(asyncio.run(_cache_check(config)))
     breaker = _breaker_redis_check(config)

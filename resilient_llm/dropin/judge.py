@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from resilient_llm.dropin.config import trainer_config
-from resilient_llm.engine import Engine, default_engine
+from resilient_llm.engine import Engine
+from resilient_llm.process import default_engine
 from resilient_llm.recorder import Source, register_source
 from resilient_llm.types import ChatResult, Outcome
 

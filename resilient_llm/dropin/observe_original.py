@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import Any
 
 from resilient_llm.config import ENVIRONMENT, PREFIX, read_section
-from resilient_llm.logs import CALL_EVENT, LogConfig, LogSink, make_logger
+from resilient_llm.logs import LogConfig, LogSink, log_call, make_logger
 from resilient_llm.protocol import prompt_messages
 from resilient_llm.types import next_call_id
 
@@ -104,7 +104,7 @@ class _Recording(Observation):
             _report_once(("emit", type(failure).__name__), "could not write an llm_call line: %r", failure)
 
     def _emit(self, latency_ms: float, exc: BaseException | None) -> None:
-        fields: dict[str, Any] = {"call_id": next_call_id(), "model": str(self._model), "caller": self._caller}
+        fields: dict[str, Any] = {"caller": self._caller}
         if self._prompts:
             fields["messages"] = self._chat.messages()
         failures = [] if self._swallowed is None else [_failure(self._swallowed, self._route)]
@@ -119,11 +119,12 @@ class _Recording(Observation):
             if self._swallowed is None:
                 failures.append(_failure(None, self._route))
         response, usage = self._response, getattr(self._response, "usage", None)
-        level = "info" if outcome == "ok" else "warning"
-        getattr(self._log, level)(
-            CALL_EVENT,
-            outcome=outcome,
-            latency_ms=latency_ms,
+        log_call(
+            self._log,
+            outcome,
+            latency_ms,
+            call_id=next_call_id(),
+            model=str(self._model),
             **fields,
             route=self._route,
             answered_by=_text_or_none(getattr(response, "model", None)),

@@ -16,7 +16,7 @@ from typing import Any
 import resilient_llm
 from resilient_llm.dropin import judge
 from resilient_llm.dropin.config import trainer_config
-from resilient_llm.logs import CALL_EVENT
+from resilient_llm.logs import log_call
 from resilient_llm.protocol import SAMPLING_FIELDS
 from resilient_llm.types import ChatOptions, next_call_id
 
@@ -76,10 +76,10 @@ def _answer_text(engine: resilient_llm.Engine, model: str, result: resilient_llm
 
 def _rejected(engine: resilient_llm.Engine, model: str, error: resilient_llm.ConfigError) -> str:
     """A call whose arguments cannot make a request: nothing is sent, one line says why, the neutral text returns."""
-    engine.log.warning(
-        CALL_EVENT,
-        outcome=str(resilient_llm.Outcome.ERROR),
-        latency_ms=0.0,
+    log_call(
+        engine.log,
+        str(resilient_llm.Outcome.ERROR),
+        0.0,
         call_id=next_call_id(),
         model=str(model),
         route="rejected",

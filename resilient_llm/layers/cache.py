@@ -13,6 +13,7 @@ import enum
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from resilient_llm.errors import MalformedResponse
@@ -65,9 +66,11 @@ class CacheHandler:
         base_url: str,
         neutral_text: str,
         logger: Any,
+        read_now: Callable[[str], bytes | None] | None = None,
     ) -> None:
         self._inner = inner
         self._store = store
+        self._read_now = read_now  # a store's read that is safe in any thread (disk), for hits without the hop
         self._mode = CacheMode(config.mode)
         self._base_url = base_url
         self._ttl = config.ttl or None
@@ -87,36 +90,26 @@ class CacheHandler:
         """A hit read in the calling thread when the store can (disk), without the hop to the engine's loop; None for
         anything else (a miss, a bad entry, a fault, a paused store, a store that cannot), which the engine's path then
         handles as it always does."""
-        read_now = getattr(self._store, "get_now", None)
-        if read_now is None or self._mode not in (CacheMode.READ_WRITE, CacheMode.REPLAY):
+        if self._read_now is None or not self._reads or time.monotonic() < self._paused_until:
             return None
-        if self._mode is not CacheMode.REPLAY and not is_cacheable(request, cache_sampled=self._cache_sampled):
+        key = self._key(request)
+        if key is None:
             return None
-        if time.monotonic() < self._paused_until:
-            return None
-        key = cache_key(request, self._base_url)
         try:
-            raw = read_now(key)
+            raw = self._read_now(key)
             hit = None if raw is None else decode_answer(raw, f"cache:{self._store.name}")
         except Exception:
             return None
-        if hit is None:
-            return None
-        with self._hits:
-            self.counters["hit"] += 1
-        return dataclasses.replace(hit, cache="hit", cache_key=key)
+        return None if hit is None else self._served(hit, key)
 
     async def handle(self, request: ChatRequest) -> ChatResult:
-        # replay looks every call up (a sampled recording replays too): nothing in replay reaches the network
-        if self._mode is not CacheMode.REPLAY and not is_cacheable(request, cache_sampled=self._cache_sampled):
+        key = self._key(request)
+        if key is None:
             return await self._inner.handle(request)
-        key = cache_key(request, self._base_url)
-        if self._mode in (CacheMode.READ_WRITE, CacheMode.REPLAY):
+        if self._reads:
             hit = await self._read(key)
             if hit is not None:
-                with self._hits:
-                    self.counters["hit"] += 1
-                return dataclasses.replace(hit, cache="hit", cache_key=key)
+                return self._served(hit, key)
         if self._mode is CacheMode.REPLAY:
             self.counters["replay_miss"] += 1
             return ChatResult(
@@ -130,6 +123,22 @@ class CacheHandler:
             )
         self.counters["miss"] += 1
         return await self._single_flight(key, request)
+
+    @property
+    def _reads(self) -> bool:
+        return self._mode in (CacheMode.READ_WRITE, CacheMode.REPLAY)
+
+    def _key(self, request: ChatRequest) -> str | None:
+        """The call's cache key; None for a call the cache lets through (replay looks every call up: a sampled
+        recording replays too, and nothing in replay reaches the network)."""
+        if self._mode is not CacheMode.REPLAY and not is_cacheable(request, cache_sampled=self._cache_sampled):
+            return None
+        return cache_key(request, self._base_url)
+
+    def _served(self, hit: ChatResult, key: str) -> ChatResult:
+        with self._hits:
+            self.counters["hit"] += 1
+        return dataclasses.replace(hit, cache="hit", cache_key=key)
 
     async def _single_flight(self, key: str, request: ChatRequest) -> ChatResult:
         flight = self._flights.get(key)

@@ -5,6 +5,7 @@ The one place LiteLLM's exceptions become ours.
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from resilient_llm.errors import (
     ProviderTimeout,
 )
 from resilient_llm.protocol import request_body
+from resilient_llm.routing import without_openrouter_fields
 from resilient_llm.types import ChatRequest, ChatResult, Outcome, Usage
 from resilient_llm.validation import HTTP_URL, TEXT, Check, Secret, Validated, int_in, setting
 
@@ -58,10 +60,14 @@ class LiteLLMHandler:
         self._base_url = config.base_url
         self._api_key = config.api_key
         self._retries = config.retries
+        # OpenRouter's own request fields (provider, reasoning) would be refused by any other provider.
+        self._openrouter = self._model.startswith("openrouter/") or _host(self._base_url) == "openrouter.ai"
 
     async def handle(self, request: ChatRequest) -> ChatResult:
         body = request_body(request)
         body.pop("model")
+        if not self._openrouter:
+            body = without_openrouter_fields(body)
         options: dict[str, Any] = {"num_retries": self._retries, "timeout": request.timeout}
         if self._base_url:
             options["api_base"] = self._base_url
@@ -90,6 +96,10 @@ class LiteLLMHandler:
             response_id=getattr(response, "id", None),
             route="litellm",
         )
+
+
+def _host(url: str | None) -> str | None:
+    return urllib.parse.urlsplit(url).hostname if url else None
 
 
 def _convert(exc: Exception) -> ProviderError:

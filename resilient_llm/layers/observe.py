@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from resilient_llm.errors import CallFailed
-from resilient_llm.logs import CALL_EVENT
+from resilient_llm.logs import log_call
 from resilient_llm.recorder import Metrics
 from resilient_llm.types import ChatRequest, ChatResult, Handler, Outcome
 
@@ -74,6 +74,7 @@ class ObserveHandler:
             fields,
             route=result.route,
             answered_by=result.model,
+            provider=result.provider,
             attempts=result.attempts,
             failures=[dataclasses.asdict(f) for f in result.failures],
             prompt_tokens=result.usage.prompt_tokens,
@@ -92,6 +93,4 @@ class ObserveHandler:
             self.outcomes[str(outcome)] += 1
         latency_s = time.perf_counter() - started
         self.metrics.record(str(outcome), latency_s, fields["model"], more)
-        latency_ms = round(latency_s * 1000.0, 3)
-        level = "info" if outcome in (Outcome.OK, Outcome.CACHED) else "warning"
-        getattr(self._log, level)(CALL_EVENT, outcome=str(outcome), latency_ms=latency_ms, **fields, **more)
+        log_call(self._log, str(outcome), round(latency_s * 1000.0, 3), **fields, **more)

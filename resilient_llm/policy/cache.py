@@ -16,7 +16,10 @@ KEY_VERSION = "v1"  # bump when the key's inputs or the stored shape change: old
 
 
 def cache_key(request: ChatRequest, base_url: str) -> str:
-    """``v1:`` + SHA-256 of a canonical JSON of everything that changes the answer (never key, timeouts, headers)."""
+    """``v1:`` + SHA-256 of a canonical JSON of everything that changes the answer (never key, timeouts, headers).
+
+    The body is the one sent, so OpenRouter's pinned ``provider`` and ``reasoning`` objects (``Config.extra_body``)
+    are in it: another provider or reasoning effort is another judge, and its answers are kept apart."""
     body = request_body(request)
     # An extra body field named like the key's own must not replace it: such a body is nested whole. Its canonical
     # JSON has no top-level "model", so it never equals an ordinary identity, and ordinary keys stay as they were.
@@ -42,6 +45,7 @@ def encode_answer(result: ChatResult) -> bytes:
             "model": result.model,
             "response_id": result.response_id,
             "usage": [usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cost],
+            "provider": result.provider,  # who judged it: a replayed answer keeps its provider in the call line
         }
     )
 
@@ -52,12 +56,13 @@ def decode_answer(raw: bytes, route: str) -> ChatResult:
         data: Any = loads(raw)
         prompt, completion, total, cost = data["usage"]
         text, model, response_id = data["text"], data["model"], data.get("response_id")
+        provider = data.get("provider")  # absent in entries written before it was stored
         if not isinstance(text, str) or not text or not isinstance(model, str):
             raise TypeError("text and model must be non-empty strings")
         if not all(_count(n) for n in (prompt, completion, total)) or not (cost is None or _finite(cost)):
             raise TypeError("token counts must be integers >= 0 and the cost a finite number")
-        if not (response_id is None or isinstance(response_id, str)):
-            raise TypeError("the response id must be text")
+        if not all(value is None or isinstance(value, str) for value in (response_id, provider)):
+            raise TypeError("the response id and provider must be text")
         return ChatResult(
             text=text,
             outcome=Outcome.CACHED,
@@ -66,6 +71,7 @@ def decode_answer(raw: bytes, route: str) -> ChatResult:
             usage=Usage(prompt, completion, total, cost),
             response_id=response_id,
             route=route,
+            provider=provider,
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise MalformedResponse(f"unreadable cache entry: {exc}", kind="bad_cache_entry") from exc

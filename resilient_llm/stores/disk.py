@@ -1,8 +1,15 @@
-"""The embedded default store: diskcache in a directory, JSON bytes only, safe to share between processes."""
+"""The embedded default store: diskcache in a directory, JSON bytes only, safe to share between processes.
+
+SQLite blocks (a write takes ~0.3 ms, a database locked by another process up to the busy timeout), so the async
+methods run it on a worker thread, never on the engine's loop; ``get_now`` is the synchronous read for a caller's
+own thread.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import threading
 from typing import Any
 
 import diskcache
@@ -46,26 +53,32 @@ class DiskStore:
         self.directory = directory
         self._size_limit = size_limit
         self._cache: diskcache.Cache | None = None
+        self._handle = threading.Lock()  # worker threads open and drop the one handle (it is thread-safe itself)
 
     def _open(self) -> diskcache.Cache:
-        if self._cache is None:
-            self._cache = diskcache.Cache(
-                self.directory,
-                timeout=BUSY_TIMEOUT_S,
-                disk=_BytesOnlyDisk,
-                size_limit=self._size_limit,
-                eviction_policy="least-recently-stored",
-            )
-        return self._cache
+        with self._handle:
+            if self._cache is None:
+                self._cache = diskcache.Cache(
+                    self.directory,
+                    timeout=BUSY_TIMEOUT_S,
+                    disk=_BytesOnlyDisk,
+                    size_limit=self._size_limit,
+                    eviction_policy="least-recently-stored",
+                )
+            return self._cache
 
     def _failed(self) -> None:
         # Drop the handle: a corrupted, replaced or vanished database is opened afresh next time.
-        cache, self._cache = self._cache, None
+        with self._handle:
+            cache, self._cache = self._cache, None
         if cache is not None:
             with contextlib.suppress(Exception):
                 cache.close()
 
     async def get(self, key: str) -> bytes | None:
+        return await asyncio.to_thread(self._get, key)
+
+    def _get(self, key: str) -> bytes | None:
         try:
             value = self._open().get(key, default=None, retry=False)
         except BadEntry:
@@ -85,6 +98,9 @@ class DiskStore:
         return _checked(cache.get(key, default=None, retry=False))
 
     async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._delete, key)
+
+    def _delete(self, key: str) -> None:
         try:
             self._open().delete(key, retry=False)
         except Exception:
@@ -92,6 +108,9 @@ class DiskStore:
             raise
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        await asyncio.to_thread(self._set, key, value, ttl)
+
+    def _set(self, key: str, value: bytes, ttl: float | None) -> None:
         try:
             self._open().set(key, value, expire=ttl, retry=False)
         except Exception:
@@ -99,6 +118,10 @@ class DiskStore:
             raise
 
     async def close(self) -> None:
-        if self._cache is not None:
-            self._cache.close()
-            self._cache = None
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self._handle:
+            cache, self._cache = self._cache, None
+        if cache is not None:
+            cache.close()

@@ -76,6 +76,7 @@ class FaultServer:
         self.down = False  # when True every request meets ``down_kind`` (a manual outage)
         self.down_kind = "http_503"  # or "reset": every connection reset, as a dead load balancer does
         self.models_body: Any = None  # what GET /models answers instead of the known models, when set
+        self.key_body: Any = None  # what GET /key answers (to a good key) instead of an unlimited key, when set
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
@@ -225,7 +226,8 @@ class FaultServer:
         if method == "GET" and path.endswith("/key"):  # OpenRouter's "who am I" endpoint
             if not self._authorized(headers):
                 return respond(writer, 401, {"error": {"code": 401, "message": "User not found."}})
-            return respond(writer, 200, {"data": {"label": "local test key", "limit": None, "usage": 0}})
+            unlimited = {"data": {"label": "local test key", "limit": None, "usage": 0}}
+            return respond(writer, 200, unlimited if self.key_body is None else self.key_body)
         if method != "POST" or not path.endswith("/chat/completions"):
             return respond(writer, 404, {"error": {"code": 404, "message": f"no route {method} {path}"}})
         if not self._authorized(headers):

@@ -41,7 +41,8 @@ def read_limit_keys(client: redis.Redis) -> tuple[dict[str, int], dict[str, int]
     newest: dict[str, int] = {}
     limit = None
     for key in client.scan_iter(match="resilient_llm:limit:*:holders"):
-        for member in client.zrangebyscore(key, now_ms, "+inf"):
+        members: list[bytes] = client.zrangebyscore(key, now_ms, "+inf")  # type: ignore[assignment]
+        for member in members:
             process, _, number = member.decode().rpartition(":")
             holders[process] = holders.get(process, 0) + 1
             newest[process] = max(newest.get(process, -1), int(number))

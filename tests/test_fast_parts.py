@@ -111,6 +111,7 @@ def test_aiohttp_transport_keeps_connections_and_statuses(
     assert read_log(log_path)[0]["transport"] == "aiohttp"
 
 
+@pytest.mark.slow
 @needs_aiohttp
 def test_aiohttp_transport_survives_cancelled_calls(server: FaultServer, make_engine: Callable[..., Engine]) -> None:
     """A call cancelled mid-exchange ends cancelled, and the pool still answers the next calls."""

@@ -3,13 +3,13 @@
 A worker makes ``callers`` concurrent calls in a loop through the process-wide engine, configured from the
 environment as a trainer's would be (the shared Redis limit or breaker included), one line per finished call:
 
-    python -m benchmarks.fleet_worker --out calls.jsonl --callers 16
+    python -m resilient_llm.testing.fleet_worker --out calls.jsonl --callers 16
 
 Prints ``READY`` once its engine is up, then waits for a line ``go <seconds>`` on stdin and calls for that long;
 calls in flight at the end are awaited (every call returns exactly once) and a ``DONE {...}`` summary is printed.
 Each line of ``--out`` is ``{"worker", "t0", "t1", "outcome", "attempts"}`` with wall-clock times, written as the call
 ends, so a worker killed with SIGKILL leaves the record of every call it finished. Used by ``benchmarks/fleet.py``
-and ``tests/test_fleet.py``.
+and ``tests/test_processes_sharing_an_endpoint.py``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import resilient_llm
 
 MODEL = "openai/gpt-4o-mini"
 API_KEY = "sk-fleet-local-0123456789"
-ROOT = Path(__file__).resolve().parent.parent  # where ``python -m benchmarks.fleet_worker`` is found
+ROOT = Path(__file__).resolve().parents[2]  # where ``python -m resilient_llm.testing.fleet_worker`` is found
 
 
 async def run(worker: str, callers: int, seconds: float, out: TextIO) -> collections.Counter[str]:
@@ -105,7 +105,7 @@ class Fleet:
     def start(self, timeout: float = 60.0) -> Fleet:
         """Start every worker and wait until each has its engine up."""
         for i in range(self._size):
-            argv = [sys.executable, "-m", "benchmarks.fleet_worker", "--out", str(self.calls_path(i))]
+            argv = [sys.executable, "-m", "resilient_llm.testing.fleet_worker", "--out", str(self.calls_path(i))]
             argv += ["--callers", str(self._callers), "--name", f"worker-{i}"]
             env = {**self._env, "RESILIENT_LLM_LOG_FILE": str(self.log_path(i))}
             self.workers.append(

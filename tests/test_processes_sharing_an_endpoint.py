@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.fleet_watch import Watch, outage_hits, periods, silent_process
-from benchmarks.fleet_worker import Fleet
+import pytest
+
 from resilient_llm.testing.fault_server import FaultServer
-from tests.redis_server import RedisServer
+from resilient_llm.testing.fleet_watch import Watch, outage_hits, periods, silent_process
+from resilient_llm.testing.fleet_worker import Fleet
+from resilient_llm.testing.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow  # real processes, seconds each
 
 LEASE_S = 10.0  # the shared limit's lease
 

@@ -86,6 +86,7 @@ def run_training(batches: int, rollouts: int, rubrics: int) -> tuple[list[float]
     return scores, rubric_counts, errors
 
 
+@pytest.mark.slow
 def test_replica_on_a_flaky_endpoint(monkeypatch: pytest.MonkeyPatch, log_path: Path) -> None:
     """16 rollouts x 8 rubrics x 4 batches on ~30% faults: no exception, real scores, rubrics generated."""
     with FaultServer("flaky", seed=5, retry_after_s=0.05, hang_s=5.0) as flaky:
