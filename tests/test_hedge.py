@@ -292,6 +292,7 @@ def test_a_straggler_is_answered_by_its_hedge(make_engine: Callable[..., Engine]
     assert events.count("hedge_won") == 1
 
 
+@pytest.mark.slow
 def test_with_hedging_off_a_hung_attempt_is_cut_and_retried(make_engine: Callable[..., Engine], log_path: Path) -> None:
     """On the real wire with hedging off: the hung attempt is cut after the attempt timeout's floor (1 s), not the
     10 s hang, and the retry answers."""
