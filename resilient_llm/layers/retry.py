@@ -104,7 +104,7 @@ class RetryHandler:
             self._config, self._clock, self._rng, self._interrupt, self.budget(request.model), request, deadline
         )
         if not await call.go_on_after(first):
-            raise call.failed(first)
+            raise call.failed(first) from first
         retrying = AsyncRetrying(
             retry=retry_if_exception(call.may_retry),
             wait=lambda state: call.wait_after(_error(state)),
