@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from resilient_llm import Engine, Outcome
-from resilient_llm.errors import ProviderError, ProviderTimeout
+from resilient_llm.errors import ErrorResponse, ProviderError, ProviderTimeout
 from resilient_llm.layers.hedge import AttemptTimer, HedgeConfig, HedgeHandler
 from resilient_llm.policy.hedge import (
     MAX_CUT_SHARE,
@@ -227,6 +227,67 @@ def test_a_hang_among_the_first_attempts_is_hedged_once_answers_are_known() -> N
 
     assert run(clock, scenario()) < 0.5
     assert hedge.hedges == 1
+
+
+def test_no_hedge_while_many_recent_attempts_were_refused() -> None:
+    """When over a tenth of a model's recent attempts drew a 429, a duplicate would reach the endpoint inside a
+    Retry-After: stragglers run alone until the refusals thin out."""
+    clock = FakeClock(start=0.0)
+    endpoint = Endpoint(clock, latency=0.1)
+    hedge = layer(clock, endpoint, attempt_timeout_factor=0.0)
+    refusal = ErrorResponse("slow down", kind="http_429", status=429, retry_after=0.5)
+
+    async def scenario() -> list[int]:
+        await warm(hedge, 80)
+        endpoint.script = [refusal] * 20
+        for _ in range(20):
+            with pytest.raises(ErrorResponse):
+                await hedge.handle(request())
+        endpoint.script = [2.0]
+        await hedge.handle(request())
+        refused = hedge.hedges
+        await warm(hedge, 100)  # the refusals leave the last hundred outcomes
+        endpoint.script = [2.0]
+        await hedge.handle(request())
+        return [refused, hedge.hedges]
+
+    assert run(clock, scenario()) == [0, 1]
+    assert hedge.hedges == 1
+
+
+class LaggingClock(FakeClock):
+    """A fake clock whose bounded waits wake ``lag`` seconds late, as a loop busy with other work does."""
+
+    def __init__(self, lag: float) -> None:
+        super().__init__(start=0.0)
+        self.lag = lag
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> bool:  # noqa: ASYNC109
+        woke = await super().wait(event, timeout)
+        if not woke:
+            await self.sleep(self.lag)
+        return woke
+
+
+def test_no_hedge_from_a_loop_that_woke_late() -> None:
+    """A hedge timer that fires far past its time means the loop lags: the primary's answer may already wait unread
+    (or its 429), so no duplicate is sent."""
+    clock = LaggingClock(lag=0.0)
+    endpoint = Endpoint(clock, latency=0.1)
+    hedge = layer(clock, endpoint, attempt_timeout_factor=0.0)
+
+    async def scenario() -> list[int]:
+        await warm(hedge)
+        clock.lag = 1.0
+        endpoint.script = [3.0]
+        await hedge.handle(request())
+        late = hedge.hedges
+        clock.lag = 0.0
+        endpoint.script = [3.0]
+        await hedge.handle(request())
+        return [late, hedge.hedges]
+
+    assert run(clock, scenario()) == [0, 1]
 
 
 def test_a_hung_attempt_is_cut_after_a_multiple_of_the_p99() -> None:

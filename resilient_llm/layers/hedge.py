@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from resilient_llm.clock import SYSTEM_CLOCK, Clock
-from resilient_llm.errors import ProviderError, ProviderTimeout
-from resilient_llm.policy.hedge import HedgeBudget, LatencyWindow, LatencyWindows, attempt_timeout
+from resilient_llm.errors import ProviderError, ProviderTimeout, is_backpressure
+from resilient_llm.policy.hedge import MAX_REFUSED_SHARE, HedgeBudget, LatencyWindow, LatencyWindows, attempt_timeout
 from resilient_llm.types import ChatRequest, ChatResult, Handler
 from resilient_llm.validation import BOOL, FRACTION, SECONDS, Check, Validated, setting
 
@@ -66,7 +66,7 @@ class AttemptTimer:
         try:
             result = await self._inner.handle(attempt)
         except ProviderError as exc:
-            window.failed(cut=attempt is not request and isinstance(exc, ProviderTimeout))
+            window.failed(cut=attempt is not request and isinstance(exc, ProviderTimeout), refused=is_backpressure(exc))
             raise
         window.answered(self._clock.now() - started)
         return result
@@ -100,7 +100,7 @@ class HedgeHandler:
         window = self._windows.of(request.model)
         self._budget.record_attempt(self._clock.now())
         hopeless = window.known and window.hedge_delay(floor=c.min_delay, cap=c.max_delay) >= request.timeout
-        if hopeless or not self._may_hedge(request):
+        if hopeless or window.refused_share > MAX_REFUSED_SHARE or not self._may_hedge(request):
             return await self._inner.handle(request)
         primary = asyncio.create_task(self._inner.handle(request))
         tasks = [primary]
@@ -128,15 +128,22 @@ class HedgeHandler:
         finished = asyncio.Event()
         primary.add_done_callback(lambda _: finished.set())
         started = self._clock.now()
+        wake_at: float | None = None
         while True:
+            now = self._clock.now()
+            if wake_at is not None and now - wake_at > c.min_delay:
+                # Woken this late, the loop itself lags: the answer may well be waiting unread, and a duplicate sent
+                # now could reach the endpoint after it refused the primary (inside its Retry-After).
+                return None
             step = c.min_delay
             if window.known:
                 delay = window.hedge_delay(floor=c.min_delay, cap=c.max_delay)
                 if delay >= cut_at:
                     return None  # the attempt would be cut before its duplicate went
-                step = started + delay - self._clock.now()
+                step = started + delay - now
                 if step <= 0:
                     return delay
+            wake_at = now + step
             if await self._clock.wait(finished, step):
                 return None
 

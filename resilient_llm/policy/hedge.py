@@ -2,9 +2,11 @@
 one is cut, and whether the hedge budget allows a duplicate. Pure: no clock, no I/O; the caller passes the times.
 
 "The Tail at Scale" (Dean and Barroso, 2013): a request still unanswered after about the 95th percentile of recent
-latencies gets a duplicate, for about 5% more requests. A hung attempt that no duplicate rescues (the budget is
-spent, the limit is full) is cut after a multiple of the 99th percentile instead of the call's whole timeout; the
-cut is suspended while many recent attempts were cut (the model got slower for everyone: cutting would fail them all).
+latencies gets a duplicate, for about 5% more requests; none while many recent attempts were refused (429s), since a
+duplicate of a refused request reaches the endpoint inside its Retry-After. A hung attempt that no duplicate rescues
+(the budget is spent, the limit is full) is cut after a multiple of the 99th percentile instead of the call's whole
+timeout; the cut is suspended while many recent attempts were cut (the model got slower for everyone: cutting would
+fail them all).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from resilient_llm.policy.retry_budget import BudgetRules, RetryBudget
 MIN_SAMPLES = 20  # below this many recent latencies neither threshold is guessed from noise
 SAMPLES_PER_MODEL = 500
 RECOMPUTE_EVERY = 10  # the sorted percentiles are refreshed once this many new latencies arrived
-OUTCOMES_KEPT = 100  # attempts over which the share of cut ones is measured
+OUTCOMES_KEPT = 100  # attempts over which the shares of cut and refused ones are measured
 MAX_CUT_SHARE = 0.2  # above this share of cut attempts, attempts are not cut (the model's latency moved)
+MAX_REFUSED_SHARE = 0.1  # above this share of 429s / in-flight-budget 402s, no hedge: a duplicate would draw another
+CUT, REFUSED, OTHER = 1, 2, 0  # how an attempt ended, as kept in the window
 TIMEOUT_QUANTILE = 0.99
 
 
@@ -42,7 +46,7 @@ def attempt_timeout(p99: float | None, cut_share: float, *, factor: float, floor
 class LatencyWindow:
     """One model's recent successful latencies (their percentiles cached) and which recent attempts were cut."""
 
-    __slots__ = ("_cuts", "_fresh", "_hedge_at", "_outcomes", "_p99", "_quantile", "_samples")
+    __slots__ = ("_counts", "_fresh", "_hedge_at", "_outcomes", "_p99", "_quantile", "_samples")
 
     def __init__(self, quantile: float) -> None:
         self._quantile = quantile
@@ -50,8 +54,8 @@ class LatencyWindow:
         self._fresh = 0  # samples since the percentiles were computed
         self._hedge_at: float | None = None
         self._p99: float | None = None
-        self._outcomes: collections.deque[bool] = collections.deque(maxlen=OUTCOMES_KEPT)  # True: cut
-        self._cuts = 0
+        self._outcomes: collections.deque[int] = collections.deque(maxlen=OUTCOMES_KEPT)  # CUT, REFUSED or OTHER
+        self._counts = [0, 0, 0]  # of each in ``_outcomes``
 
     def answered(self, latency: float) -> None:
         self._samples.append(latency)
@@ -61,21 +65,28 @@ class LatencyWindow:
             self._hedge_at = nearest_rank(ordered, self._quantile)
             self._p99 = nearest_rank(ordered, TIMEOUT_QUANTILE)
             self._fresh = 0
-        self._outcome(cut=False)
+        self._outcome(OTHER)
 
-    def failed(self, *, cut: bool) -> None:
-        """An attempt ended without an answer; ``cut``: by the attempt timeout."""
-        self._outcome(cut=cut)
+    def failed(self, *, cut: bool = False, refused: bool = False) -> None:
+        """An attempt ended without an answer: ``cut`` by the attempt timeout, ``refused`` by the endpoint (a 429)."""
+        self._outcome(CUT if cut else REFUSED if refused else OTHER)
 
-    def _outcome(self, *, cut: bool) -> None:
+    def _outcome(self, kind: int) -> None:
         if len(self._outcomes) == self._outcomes.maxlen:
-            self._cuts -= self._outcomes[0]
-        self._outcomes.append(cut)
-        self._cuts += cut
+            self._counts[self._outcomes[0]] -= 1
+        self._outcomes.append(kind)
+        self._counts[kind] += 1
+
+    def _share(self, kind: int) -> float:
+        return self._counts[kind] / len(self._outcomes) if self._outcomes else 0.0
 
     @property
     def cut_share(self) -> float:
-        return self._cuts / len(self._outcomes) if self._outcomes else 0.0
+        return self._share(CUT)
+
+    @property
+    def refused_share(self) -> float:
+        return self._share(REFUSED)
 
     @property
     def p99(self) -> float | None:
