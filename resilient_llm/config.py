@@ -179,6 +179,7 @@ ENVIRONMENT: tuple[Variable, ...] = (
     Variable(PREFIX + "CACHE_FAULT_PAUSE", "cache", "fault_pause"),
     Variable(PREFIX + "FALLBACK", "fallback", "routes"),
     Variable(PREFIX + "NEUTRAL_TEXT", "fallback", "neutral_text"),
+    Variable(PREFIX + "FLAGGED_TEXT", "fallback", "flagged_text"),
     Variable(PREFIX + "FALLBACK_MODEL", "litellm", "model"),
     Variable(PREFIX + "FALLBACK_BASE_URL", "litellm", "base_url"),
     Variable(PREFIX + "FALLBACK_RETRIES", "litellm", "retries"),

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from resilient_llm.layers.breaker import BreakerSnapshot
+
 
 class Engine:
     """Owns the loop thread and the layer stack; ``complete`` / ``acomplete`` are its two front doors."""
@@ -159,13 +161,18 @@ class Engine:
 
     @property
     def breaker_state(self) -> str:
-        """The OpenRouter route's circuit breaker state: closed, open or half-open."""
+        """The OpenRouter route's breakers: closed, open or half-open, the worst of the endpoint's and any model's."""
         return self._stack.breaker.state
 
     @property
+    def breakers(self) -> BreakerSnapshot:
+        """The OpenRouter route's breakers now: the endpoint's state, every model whose breaker is not closed, trips."""
+        return self._stack.breaker.snapshot()
+
+    @property
     def breaker_trips(self) -> int:
-        """How often the OpenRouter route's breaker has opened."""
-        return self._stack.breaker.status.trips
+        """How often the OpenRouter route's breakers (the endpoint's and its models') have opened."""
+        return self._stack.breaker.trips
 
     @property
     def log_lines_dropped(self) -> int:
@@ -188,8 +195,8 @@ class Engine:
         return Gauges(
             in_flight=self._stack.limit.in_flight,
             concurrency_limit=self._stack.limit.limit,
-            breaker_state=self._stack.breaker.status.state,
-            breaker_trips=self._stack.breaker.status.trips,
+            breaker_state=self._stack.breaker.state,
+            breaker_trips=self._stack.breaker.trips,
         )
 
     def close(self, timeout: float = 5.0) -> None:

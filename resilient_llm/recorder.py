@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
+import math
 import os
 import random
 import threading
@@ -23,7 +24,7 @@ from typing import Any
 from resilient_llm.policy.percentiles import nearest_rank
 
 KEY_PREFIX = "llm/"
-OUTCOMES = ("ok", "cached", "fallback", "neutral", "error", "cancelled")
+OUTCOMES = ("ok", "cached", "fallback", "neutral", "flagged", "error", "cancelled")
 ANSWERED = ("ok", "cached", "fallback")
 FRESH = ("ok", "fallback")  # answers a provider produced for this call: they carry its tokens and cost
 CACHE_RESULTS = ("hit", "miss", "shared", "replay_miss")
@@ -154,9 +155,9 @@ class Metrics:
         attempts = int(details.get("attempts") or 0)
         cache = details.get("cache")
         fresh = outcome in FRESH and cache != "shared"  # a shared answer's tokens were counted for its leader
-        prompt = int(details.get("prompt_tokens") or 0) if fresh else 0
-        completion = int(details.get("completion_tokens") or 0) if fresh else 0
-        cost = float(details.get("cost") or 0.0) if fresh else 0.0
+        prompt = _tokens(details.get("prompt_tokens")) if fresh else 0
+        completion = _tokens(details.get("completion_tokens")) if fresh else 0
+        cost = _dollars(details.get("cost")) if fresh else 0.0
         route = str(details.get("route") or "none")
         with self._lock:
             window = self._window
@@ -229,6 +230,30 @@ class Metrics:
         for name, (source, reading) in readings.items():
             values.update(_source_values(source, reading, marks.get(name, {})))
         return {KEY_PREFIX + key: value for key, value in values.items()}
+
+
+MAX_TOKENS = 10**12  # per call; beyond it a counter is broken (the wire drops such values already)
+MAX_COST_USD = 1e6
+
+
+def _tokens(value: Any) -> int:
+    """A call's token count as an int to add up: anything unusable (NaN, negative, absurd) counts 0, never raises."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return 0
+    return int(value) if 0 <= value <= MAX_TOKENS else 0
+
+
+def _dollars(value: Any) -> float:
+    """A call's cost as a finite float to add up: anything unusable counts 0, so no NaN reaches the totals."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    try:
+        number = float(value)
+    except OverflowError:
+        return 0.0
+    return number if math.isfinite(number) and 0 <= number <= MAX_COST_USD else 0.0
 
 
 def _window_values(window: _Window, elapsed_s: float) -> dict[str, float]:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import pybreaker
-
 from resilient_llm.clock import SYSTEM_CLOCK, Clock
 from resilient_llm.config import Config
-from resilient_llm.layers.breaker import BreakerConfig, BreakerHandler, BreakerStatus
+from resilient_llm.layers.breaker import BreakerConfig, BreakerHandler
 from resilient_llm.layers.cache import CacheConfig, CacheHandler, CacheMode
 from resilient_llm.layers.fallback import FallbackHandler
 from resilient_llm.layers.hedge import AttemptTimer, HedgeHandler
@@ -24,7 +21,7 @@ from resilient_llm.layers.shared_permits import SharedPermits
 from resilient_llm.policy.hedge import LatencyWindows
 from resilient_llm.recorder import Metrics
 from resilient_llm.stores import CacheStore
-from resilient_llm.stores.breaker_state import SharedBreakerStorage
+from resilient_llm.stores.breaker_state import SharedBreakerState
 from resilient_llm.stores.disk import DiskStore
 from resilient_llm.stores.redis import RedisStore
 from resilient_llm.stores.shared_limit import SharedLimit
@@ -45,6 +42,7 @@ class Stack:
     http: HTTPHandler
 
     async def aclose(self) -> None:
+        await self.breaker.aclose()
         await self.limit.aclose()
         await self.http.aclose()
         if self.cache is not None:
@@ -68,32 +66,11 @@ def make_breaker(
     logger: Any,
     *,
     outage_wait: float,
-    status: BreakerStatus | None = None,
 ) -> BreakerHandler:
-    """A breaker for one route; its state (and its trials) shared through Redis when ``config.redis_url`` is set."""
-    storage: pybreaker.CircuitBreakerStorage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
-    claim_trial: Callable[[float], bool] = lambda period_s: True  # noqa: E731
-    if config.redis_url:
-        shared = SharedBreakerStorage(config.redis_url, route, endpoint, logger)
-        storage, claim_trial = shared, shared.claim_trial
-    breaker = pybreaker.CircuitBreaker(
-        fail_max=config.fail_max,
-        reset_timeout=config.reset_timeout,
-        success_threshold=config.success_threshold,
-        state_storage=storage,
-        name=route,
-    )
-    return BreakerHandler(
-        inner,
-        breaker,
-        storage,
-        config,
-        route=route,
-        logger=logger,
-        outage_wait=outage_wait,
-        claim_trial=claim_trial,
-        status=status,
-    )
+    """The breakers of one route (its endpoint's and one per model); their state and trials shared through Redis when
+    ``config.redis_url`` is set."""
+    shared = SharedBreakerState(config.redis_url, route, endpoint, logger) if config.redis_url else None
+    return BreakerHandler(inner, config, route=route, logger=logger, outage_wait=outage_wait, shared=shared)
 
 
 def make_shared(config: Config, logger: Any) -> SharedPermits | None:
@@ -119,9 +96,13 @@ def build_stack(
     http = HTTPHandler(config.http, config.limit.ceiling, transport)
     windows = LatencyWindows(config.hedge.quantile)
     timer = AttemptTimer(http, config.hedge, windows, clock=clock)
-    status = BreakerStatus()
+    # The breaker wraps the limit, yet the limit asks it whether an attempt may still go out: bound once it exists.
     limit = LimitHandler(
-        timer, config.limit, logger=logger, may_send=status.may_send, shared=make_shared(config, logger)
+        timer,
+        config.limit,
+        logger=logger,
+        may_send=lambda request: breaker.may_send(request),
+        shared=make_shared(config, logger),
     )
     attempt: Handler = limit
     if config.hedge.enabled:
@@ -137,9 +118,7 @@ def build_stack(
     has_other_provider = "litellm" in config.fallback.routes and bool(config.litellm.model)
     # Another provider answering now beats waiting out an outage; with none, calls wait for the endpoint.
     outage_wait = 0.0 if has_other_provider else config.breaker.outage_wait
-    breaker = make_breaker(
-        config.breaker, attempt, "openrouter", config.http.base_url, logger, outage_wait=outage_wait, status=status
-    )
+    breaker = make_breaker(config.breaker, attempt, "openrouter", config.http.base_url, logger, outage_wait=outage_wait)
     retry = RetryHandler(breaker, config.retry, clock=clock, rng=rng, interrupt=breaker.opened)
     routes: list[tuple[str, Handler]] = []
     if has_other_provider:

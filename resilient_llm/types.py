@@ -22,6 +22,7 @@ class Outcome(enum.StrEnum):
     CACHED = "cached"  # served from the response cache
     FALLBACK = "fallback"  # answered by a fallback route
     NEUTRAL = "neutral"  # nothing answered; the caller gets the configured neutral text
+    FLAGGED = "flagged"  # moderation refused the input and no fallback answered; the caller gets the flagged text
     ERROR = "error"  # a caller mistake, raised because the caller asked to see it
 
 
@@ -89,6 +90,7 @@ class ChatResult:
     cache: str | None = None  # hit, miss, shared (joined an identical call in flight), replay_miss; None: not cached
     cache_key: str | None = None
     provider: str | None = None  # the upstream provider OpenRouter routed the answer to, when it says
+    usage_dropped: tuple[str, ...] = ()  # usage fields the provider sent unusable (negative, NaN, absurd): now None
 
 
 class Handler(Protocol):

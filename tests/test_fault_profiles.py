@@ -15,6 +15,11 @@ from resilient_llm.testing.fault_server import FaultServer
 from resilient_llm.testing.remote import RemoteFaultServer
 
 HEADERS = {"Authorization": "Bearer sk-or-v1-TESTKEY"}
+MESSAGES = [{"role": "user", "content": "judge this"}]
+
+
+def client(server: FaultServer) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers=HEADERS, trust_env=False)
 
 
 async def burst(url: str, count: int, tag: str) -> list[httpx.Response]:
@@ -134,3 +139,59 @@ def test_remote_capacity_server_is_controlled_over_http() -> None:
         assert statuses(asyncio.run(burst(server.url, 5, "remote again"))) == {200: 4, 429: 1}
         stats = server.stats()
     assert (stats["capacity"], stats["peak_admitted"], stats["capacity_refusals"]) == (4, 4, 4)
+
+
+def test_catalogue_models_fail_their_way_and_other_models_meet_the_profile() -> None:
+    """Per model name the server fails as OpenRouter does; a known model answers with its provider; counts per model."""
+    with (
+        FaultServer("clean", latency_s=0.3) as srv,
+        client(srv) as http,
+    ):
+        started = time.monotonic()
+        refused = http.post("/chat/completions", json={"model": "test/no-provider", "messages": MESSAGES})
+        assert time.monotonic() - started < 0.25  # routing refusals come at once, before any model runs
+        assert refused.status_code == 503
+        assert "No available model provider" in refused.json()["error"]["message"]
+        truncated = http.post(
+            "/chat/completions", json={"model": "test/reasoning-truncates", "messages": MESSAGES, "max_tokens": 800}
+        ).json()["choices"][0]
+        assert (truncated["finish_reason"], truncated["message"]["content"]) == ("length", None)
+        assert truncated["message"]["reasoning"]
+        answer = http.post("/chat/completions", json={"model": "openai/gpt-4o-mini", "messages": MESSAGES}).json()
+        assert answer["provider"] == "OpenAI"
+        assert answer["choices"][0]["message"]["content"]
+        assert srv.stats()["per_model"] == {
+            "test/no-provider": 1,
+            "test/reasoning-truncates": 1,
+            "openai/gpt-4o-mini": 1,
+        }
+
+
+def test_free_quota_is_spent_until_its_reset_then_answers() -> None:
+    """The free model: 429 with X-RateLimit-* (reset as ms epoch) and no Retry-After until the reset; then 200."""
+    with (
+        FaultServer("clean", quota_reset_s=0.5) as srv,
+        client(srv) as http,
+    ):
+        body = {"model": "test/free-quota:free", "messages": MESSAGES}
+        spent = http.post("/chat/completions", json=body)
+        assert spent.status_code == 429
+        assert "retry-after" not in spent.headers
+        assert spent.headers["x-ratelimit-remaining"] == "0"
+        assert 0 < int(spent.headers["x-ratelimit-reset"]) / 1000 - time.time() <= 0.5
+        assert spent.json()["error"]["metadata"]["headers"]["X-RateLimit-Remaining"] == "0"
+        time.sleep(0.6)
+        assert http.post("/chat/completions", json=body).status_code == 200
+
+
+def test_keepalive_model_sends_whitespace_before_its_json() -> None:
+    """The keep-alive model: status 200 at once, then whitespace, then a JSON document that parses."""
+    with (
+        FaultServer("clean", keepalive_s=0.6) as srv,
+        client(srv) as http,
+    ):
+        with http.stream("POST", "/chat/completions", json={"model": "test/keepalive", "messages": MESSAGES}) as r:
+            assert r.status_code == 200
+            raw = r.read()
+        assert raw.startswith(b"\n")
+        assert json.loads(raw)["choices"][0]["message"]["content"]

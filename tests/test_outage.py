@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from resilient_llm import Engine, Outcome
+from resilient_llm.errors import Scope
+from resilient_llm.policy import breaker as policy
 from resilient_llm.policy.breaker import outage_budget_left, probe_delay
 from resilient_llm.testing.fault_server import FaultServer
 from tests.conftest import MODEL, call_lines, read_log
@@ -137,3 +139,27 @@ def test_with_another_provider_configured_calls_fail_over_at_once(
     result = engine.complete(MODEL, user="fails over")
     assert result.outcome is Outcome.FALLBACK
     assert time.monotonic() - started < 1.0
+
+
+def test_a_circuit_opens_after_fail_max_failures_across_enough_models() -> None:
+    """The endpoint's circuit (two models to a wave) stays closed through any streak of one model and opens on the
+    failure that brings the second model in; any answer ends the streak."""
+    rules = policy.CircuitPolicy(fail_max=3, wave_models=2)
+    circuit = policy.CLOSED
+    for _ in range(5):
+        circuit = policy.failed(circuit, rules, 0.0, trial=False, cause=Scope.ENDPOINT, jitter=0.0, model="a")
+    assert circuit.state is policy.State.CLOSED
+    circuit = policy.failed(circuit, rules, 0.0, trial=False, cause=Scope.ENDPOINT, jitter=0.0, model="b")
+    assert (circuit.state, circuit.due) == (policy.State.OPEN, 1.0)
+    assert policy.succeeded(policy.claimed(circuit), rules, trial=True) == policy.CLOSED
+    streak = policy.failed(policy.CLOSED, rules, 0.0, trial=False, cause=None, jitter=0.0, model="a")
+    assert policy.succeeded(streak, rules, trial=False) == policy.CLOSED
+
+
+def test_a_trial_may_take_a_few_times_its_models_slowest_recent_answer() -> None:
+    """3x the slowest recent answer, at least 2 s, 10 s with none to go by, never above the attempt's timeout."""
+    assert policy.trial_timeout([0.05, 0.2], cap=60.0) == 2.0
+    assert policy.trial_timeout([1.0, 4.0], cap=60.0) == 12.0
+    assert policy.trial_timeout([30.0], cap=60.0) == 60.0
+    assert policy.trial_timeout([], cap=60.0) == 10.0
+    assert policy.trial_timeout([], cap=5.0) == 5.0

@@ -23,7 +23,6 @@ from resilient_llm.policy.retry import (
     QUICK_DELAY_S,
     Tally,
     backoff_delay,
-    may_retry,
     out_of_retries,
     quick_retry_allowed,
     retry_wait,
@@ -155,9 +154,8 @@ def tally_of(*errors: ProviderError) -> Tally:
 
 
 def test_the_tally_counts_failures_but_not_backpressure() -> None:
-    """Attempts, counted failures, backpressure and request-scope failures are kept apart."""
-    expected = Tally(attempts=4, counted=2, backpressure=2, request_scope=1)
-    assert tally_of(RESET, REFUSED, NO_PROVIDER, REFUSED) == expected
+    """Attempts, counted failures and backpressure are kept apart."""
+    assert tally_of(RESET, REFUSED, RESET, REFUSED) == Tally(attempts=4, counted=2, backpressure=2)
 
 
 def test_a_quick_retry_waits_milliseconds_and_still_obeys_a_retry_after() -> None:
@@ -170,20 +168,18 @@ def test_a_quick_retry_waits_milliseconds_and_still_obeys_a_retry_after() -> Non
     assert 2.0 <= retry_wait(1, busy, base=0.5, cap=8.0, retry_after_max=60.0, rng=rng, quick=True) <= 2.2
 
 
-def test_only_isolated_faults_may_spend_the_budget() -> None:
-    """Backpressure waits its Retry-After and request-scope failures repeat: neither gets a quick retry."""
+def test_only_isolated_faults_without_a_hint_may_spend_the_budget() -> None:
+    """Backpressure and any failure with a Retry-After wait for it: neither gets a quick retry."""
     assert quick_retry_allowed(RESET)
     assert quick_retry_allowed(MalformedResponse("no choices", kind="no_choices"))
     assert not quick_retry_allowed(REFUSED)
-    assert not quick_retry_allowed(NO_PROVIDER)
+    assert not quick_retry_allowed(ErrorResponse("busy", kind="http_503", status=503, retry_after=2.0))
 
 
-def test_a_request_scope_failure_is_retried_once_at_most() -> None:
-    """Retryable by is_retryable, a failure that repeats for this request gets one more try, never two."""
-    assert may_retry(NO_PROVIDER, tally_of(NO_PROVIDER))
-    assert not may_retry(NO_PROVIDER, tally_of(NO_PROVIDER, NO_PROVIDER))
-    assert not may_retry(ErrorResponse("bad", kind="http_400", status=400), tally_of(RESET))
-    assert may_retry(RESET, tally_of(*[RESET] * 50))
+def test_a_request_scope_failure_is_never_retried() -> None:
+    """A failure that will repeat for this request (here a 503 "no provider") is not retryable, whatever its status."""
+    assert not is_retryable(NO_PROVIDER)
+    assert is_retryable(ErrorResponse("busy", kind="http_503", status=503))
 
 
 @pytest.mark.parametrize(
@@ -193,7 +189,6 @@ def test_a_request_scope_failure_is_retried_once_at_most() -> None:
         ([RESET] * 2, 2, False, False),
         ([RESET] * 3, 2, True, False),  # the budget has a surplus: an unlucky call keeps trying
         ([RESET] * 40, 2, True, False),
-        ([NO_PROVIDER, RESET, RESET], 2, True, True),  # once a failure was request-scope, the count binds
         ([RESET, RESET, RESET, REFUSED], 2, False, False),  # backpressure never spends num_retries
         ([REFUSED] * 50, 0, False, False),
     ],

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from resilient_llm.errors import ConnectionFailed
-from resilient_llm.layers.breaker import BreakerConfig, BreakerHandler, BreakerStatus
+from resilient_llm.layers.breaker import BreakerConfig, BreakerHandler
 from resilient_llm.layers.limit import LimitConfig, LimitHandler
 from resilient_llm.layers.shared_permits import SharedPermits
 from resilient_llm.stack import make_breaker
@@ -128,9 +128,10 @@ async def send(handler: BreakerHandler) -> ChatResult:
 
 def breaker(config: BreakerConfig, endpoint: Endpoint, name: str) -> BreakerHandler:
     """A breaker over a limit layer that holds attempts back unless the breaker lets them out, as the stack does."""
-    status = BreakerStatus()
-    limit = LimitHandler(endpoint.handler(name), LimitConfig(mode="fixed"), may_send=status.may_send)
-    return make_breaker(config, limit, "openrouter", "http://endpoint", Quiet(), outage_wait=10.0, status=status)
+    made: list[BreakerHandler] = []
+    limit = LimitHandler(endpoint.handler(name), LimitConfig(mode="fixed"), may_send=lambda r: made[0].may_send(r))
+    made.append(make_breaker(config, limit, "openrouter", "http://endpoint", Quiet(), outage_wait=10.0))
+    return made[0]
 
 
 def shared_breaker_config(url: str, reset_timeout: float) -> BreakerConfig:
@@ -147,12 +148,12 @@ def test_a_process_that_saw_the_breaker_open_sends_again_once_another_closed_it(
         a, b = breaker(config, endpoint, "a"), breaker(config, endpoint, "b")
         with pytest.raises(ConnectionFailed):
             await send(b)
-        assert b.status.state == "open"
+        assert b.state == "open"
         endpoint.mode = "ok"
         await asyncio.sleep(0.3)  # the trial is due
         assert (await asyncio.wait_for(send(a), 5.0)).outcome is Outcome.OK
         assert (await asyncio.wait_for(send(b), 5.0)).outcome is Outcome.OK
-        assert b.status.state == "closed"
+        assert b.state == "closed"
 
     asyncio.run(scenario())
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterator, Mapping
 
-from resilient_llm.errors import ErrorResponse, MalformedResponse, ProviderError
+from resilient_llm.errors import ErrorResponse, FailureKind, MalformedResponse, ProviderError
 from resilient_llm.protocol import parse_retry_after
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a chat completion is kilobytes; reasoning and logprobs stay well below this
@@ -49,7 +49,9 @@ async def read_body(chunks: AsyncIterator[bytes], status: int, headers: Mapping[
     """The decoded body, or the ProviderError saying it is over ``limit`` bytes or not decodable."""
     encoding = headers.get("content-encoding", "identity").strip().lower() or "identity"
     if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
-        raise MalformedResponse(f"unsupported content-encoding {encoding[:40]!r}", kind="bad_encoding", status=status)
+        raise MalformedResponse(
+            f"unsupported content-encoding {encoding[:40]!r}", kind=FailureKind.BAD_ENCODING, status=status
+        )
     length = headers.get("content-length", "")
     if encoding == "identity" and length.isdigit() and int(length) > limit:
         raise _too_large(status, headers, limit)
@@ -64,12 +66,16 @@ async def read_body(chunks: AsyncIterator[bytes], status: int, headers: Mapping[
             if len(body) > limit:
                 raise _too_large(status, headers, limit)
     except zlib.error as exc:
-        raise MalformedResponse(f"body is not valid {encoding}: {exc}", kind="bad_encoding", status=status) from exc
+        raise MalformedResponse(
+            f"body is not valid {encoding}: {exc}", kind=FailureKind.BAD_ENCODING, status=status
+        ) from exc
     return bytes(body)
 
 
 def _too_large(status: int, headers: Mapping[str, str], limit: int) -> ProviderError:
     message = f"response body over {limit} bytes (decoded); not read further"
     if status >= 400:  # the status still decides retry and backpressure
-        return ErrorResponse(message, kind=f"http_{status}", status=status, retry_after=parse_retry_after(headers))
-    return MalformedResponse(message, kind="too_large", status=status)
+        return ErrorResponse(
+            message, kind=FailureKind.http(status), status=status, retry_after=parse_retry_after(headers)
+        )
+    return MalformedResponse(message, kind=FailureKind.TOO_LARGE, status=status)

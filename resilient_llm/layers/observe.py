@@ -81,6 +81,7 @@ class ObserveHandler:
             completion_tokens=result.usage.completion_tokens,
             cost=result.usage.cost,
             response_id=result.response_id,
+            usage_dropped=list(result.usage_dropped) or None,
             cache=result.cache,
             cache_key=result.cache_key[:19] if result.cache_key else None,
             waited_s=round(waited_s, 3),

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from resilient_llm.clock import SYSTEM_CLOCK, Clock
-from resilient_llm.errors import CallFailed, FailedAttempt, ProviderError, is_backpressure
+from resilient_llm.errors import CallFailed, FailedAttempt, ProviderError, is_backpressure, is_retryable
 from resilient_llm.policy import retry as policy
 from resilient_llm.policy.retry_budget import BudgetRules, RetryBudget, retry_cost
 from resilient_llm.types import DEFAULT_NUM_RETRIES, ChatRequest, ChatResult, Handler
@@ -181,11 +181,11 @@ class _Call:
         return True
 
     def may_retry(self, error: BaseException) -> bool:
-        """tenacity's retry predicate: counts the failure, then asks whether another attempt could succeed."""
+        """tenacity's retry predicate: counts the failure, then asks ``is_retryable`` (request-scope: never)."""
         if not isinstance(error, ProviderError):
             return False
         self.tally = self.tally.after(error)
-        if policy.may_retry(error, self.tally):
+        if is_retryable(error):
             return True
         self._why = "not retryable"
         return False

@@ -1,6 +1,7 @@
-"""Retry decisions for one call: whether a failure may be retried, how long to wait first, and when the call stops.
-Pure: the retry layer hands in the failure, what the call met so far, and whether the budget (``retry_budget.py``)
-allows a quick retry; ``errors.is_retryable`` says whether another attempt could succeed at all."""
+"""Retry decisions for one call: how long to wait before the next attempt, and when the call stops. Pure: the retry
+layer hands in the failure, what the call met so far, and whether the budget (``retry_budget.py``) allows a quick
+retry. Whether another attempt could succeed at all is ``errors.is_retryable``'s answer, followed as it is: a
+request-scope failure (truncated by ``max_tokens``, no provider, moderation, a caller mistake) is never retried."""
 
 from __future__ import annotations
 
@@ -8,21 +9,19 @@ import math
 import random
 from dataclasses import dataclass
 
-from resilient_llm.errors import ProviderError, Scope, is_backpressure, is_retryable
+from resilient_llm.errors import ProviderError, is_backpressure
 
 MAX_ATTEMPTS = 100  # a hard ceiling, whatever the mix of failures, backpressure and budget
-REQUEST_SCOPE_RETRIES = 1  # a failure that will repeat for this request: at most one more try, where one may help
 QUICK_DELAY_S = 0.02  # a quick retry waits a jittered 0..20 ms: concurrent retries of one fault do not arrive at once
 
 
 @dataclass(frozen=True, slots=True)
 class Tally:
-    """What one call met so far: attempts sent, failures that count against ``num_retries``, request-scope ones."""
+    """What one call met so far: attempts sent, failures that count against ``num_retries``, backpressure."""
 
     attempts: int = 0
     counted: int = 0  # failures that were not backpressure
     backpressure: int = 0  # 429s and in-flight-budget 402s: obeyed, not counted
-    request_scope: int = 0
 
     def after(self, error: ProviderError) -> Tally:
         """The tally once ``error`` ended another attempt."""
@@ -31,38 +30,25 @@ class Tally:
             attempts=self.attempts + 1,
             counted=self.counted + (0 if pushed_back else 1),
             backpressure=self.backpressure + (1 if pushed_back else 0),
-            request_scope=self.request_scope + (1 if error.scope is Scope.REQUEST else 0),
         )
 
 
-def may_retry(error: BaseException, tally: Tally) -> bool:
-    """Whether another attempt could succeed: ``is_retryable``, and a request-scope failure only once per call (it
-    repeats for this request whatever the endpoint's health, so it is never retried blindly)."""
-    if not is_retryable(error):
-        return False
-    if isinstance(error, ProviderError) and error.scope is Scope.REQUEST:
-        return tally.request_scope <= REQUEST_SCOPE_RETRIES
-    return True
-
-
 def quick_retry_allowed(error: ProviderError) -> bool:
-    """Whether the budget may spend a quick retry on ``error``: an isolated fault. Backpressure waits its Retry-After
-    (or backs off), and a request-scope failure is not worth the budget's tokens."""
-    return not is_backpressure(error) and error.scope is not Scope.REQUEST
+    """Whether the budget may spend a quick retry on ``error``: an isolated fault with no hint. Backpressure and any
+    failure that came with a Retry-After wait for it (or back off, when it is shorter than the backoff's base)."""
+    return not is_backpressure(error) and error.retry_after is None
 
 
 def out_of_retries(error: ProviderError, tally: Tally, num_retries: int, *, extend: bool) -> bool:
     """Whether the call stops after ``error``, its latest failure (``tally`` includes it). Backpressure never spends
     ``num_retries`` (the deadline bounds it). ``extend``: the budget's earned surplus pays for a quick retry, so a call
     that has met ``num_retries`` isolated faults keeps going (within its deadline: the layer checks it), and an
-    unlucky call is not lost to a count; otherwise ``num_retries`` bounds the failures, and always once one was
-    request-scope."""
+    unlucky call is not lost to a count; otherwise ``num_retries`` bounds the failures."""
     if tally.attempts >= MAX_ATTEMPTS:
         return True
     if is_backpressure(error):
         return False
-    exhausted = tally.counted >= 1 + num_retries
-    return exhausted and (not extend or tally.request_scope > 0)
+    return tally.counted >= 1 + num_retries and not extend
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:

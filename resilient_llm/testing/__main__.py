@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After sent with 429 and 402")
     parser.add_argument("--hang", type=float, default=30.0, help="seconds a 'hang' fault holds the request")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--quota-reset", type=float, default=3600.0, help="s until the free-quota model answers")
+    parser.add_argument("--reasoning-budget", type=int, default=1000, help="the reasoning model truncates below it")
+    parser.add_argument("--keepalive", type=float, default=2.0, help="s of whitespace before the keep-alive JSON")
     args = parser.parse_args(argv)
     server = FaultServer(
         args.profile,
@@ -29,6 +32,9 @@ def main(argv: list[str] | None = None) -> None:
         hang_s=args.hang,
         port=args.port,
         capacity=args.capacity,
+        quota_reset_s=args.quota_reset,
+        reasoning_budget=args.reasoning_budget,
+        keepalive_s=args.keepalive,
     ).start()
     print("READY", server.url, flush=True)
     with contextlib.suppress(KeyboardInterrupt):

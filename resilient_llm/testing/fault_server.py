@@ -10,6 +10,10 @@ faults by kind and Retry-After violations (a request repeated sooner than the Re
 rest with an immediate 429 and Retry-After; ``clean-500ms`` and ``capacity`` answer in 500 +- 100 ms (a judge call).
 ``throttle`` is a token bucket (50 requests a second, bursts of 50): a request without a token gets an immediate 429.
 
+Per model name it also fails the way OpenRouter fails for one model (``testing/catalogue.py``: a reasoning model
+truncated by ``max_tokens``, no provider, a spent free quota, retry hints only in the body, moderation, ...); every
+other model name meets the profile. ``stats()["per_model"]`` counts requests per model.
+
 Run it alone with ``python -m resilient_llm.testing --profile flaky``; ``GET /_stats`` reports its counters, and
 ``POST /_down``, ``/_capacity``, ``/_script`` steer it (``RemoteFaultServer`` in ``testing/remote.py`` does so).
 """
@@ -26,6 +30,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from resilient_llm.testing.catalogue import CATALOGUE, HINTED_KINDS, IMMEDIATE_KINDS, behaviour_kind
 from resilient_llm.testing.profiles import (
     FAULT_KINDS,
     KNOWN_MODELS,
@@ -54,6 +59,10 @@ class FaultServer:
         api_key: str | None = None,
         port: int = 0,
         capacity: int | None = None,  # overrides the capacity profile's 100
+        quota_reset_s: float = 3600.0,  # the free-quota model answers 429 until this long after ``start``
+        reasoning_budget: int = 1000,  # the reasoning model truncates when max_tokens is below this
+        keepalive_s: float = 2.0,  # the keep-alive model's whitespace before its JSON
+        catalogue: Mapping[str, str] | None = None,  # model name -> behaviour; default: catalogue.CATALOGUE
     ) -> None:
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
@@ -65,6 +74,11 @@ class FaultServer:
         self.retry_after_s = retry_after_s
         self._bucket = TokenBucket(*self._profile.rate) if self._profile.rate else None
         self.hang_s = hang_s
+        self.quota_reset_s = quota_reset_s
+        self.reasoning_budget = reasoning_budget
+        self.keepalive_s = keepalive_s
+        self.catalogue = dict(CATALOGUE if catalogue is None else catalogue)
+        self._quota_resets_at = (time.monotonic(), time.time())  # set again by ``start``
         self._api_key = api_key
         self._port = port
         self._lock = threading.Lock()
@@ -117,6 +131,7 @@ class FaultServer:
                 "rate_refusals": c.rate_refusals,
                 "requests_while_down": c.requests_while_down,
                 "retry_after_violations": c.retry_after_violations,
+                "per_model": dict(c.per_model),
                 "faults": dict(c.faults),
             }
 
@@ -128,6 +143,7 @@ class FaultServer:
             self._first_request_at = None
 
     def start(self) -> FaultServer:
+        self._quota_resets_at = (time.monotonic() + self.quota_reset_s, time.time() + self.quota_reset_s)
         ready = threading.Event()
 
         def run() -> None:
@@ -243,7 +259,17 @@ class FaultServer:
             if delay:
                 await asyncio.sleep(delay)
             authorization = headers.get("authorization", "")
-            return await act(kind, body, writer, self.retry_after_s, self.hang_s, authorization)
+            reset_ms = int(self._quota_resets_at[1] * 1000)
+            return await act(
+                kind,
+                body,
+                writer,
+                self.retry_after_s,
+                self.hang_s,
+                authorization,
+                quota_reset_ms=reset_ms,
+                keepalive_s=self.keepalive_s,
+            )
         finally:
             with self._lock:
                 self._counters.in_flight -= 1
@@ -257,7 +283,10 @@ class FaultServer:
         """The fault for this request, the seconds to wait before acting on it, and whether it holds a slot."""
         digest = hashlib.sha256(body).hexdigest()
         now = time.monotonic()
+        model, max_tokens = _model_and_budget(body)
+        behaviour = self.catalogue.get(model, "healthy")
         with self._lock:
+            self._counters.per_model[model] += 1
             if self._first_request_at is None:
                 self._first_request_at = now
             not_before = self._not_before.pop(digest, None)
@@ -280,13 +309,22 @@ class FaultServer:
                 kind, at_once = "http_429", True
                 self._counters.rate_refusals += 1
             else:
-                kind = self._profile.draw(f"{self._seed}:{digest}:{seen}")
+                kind = behaviour_kind(
+                    behaviour,
+                    seen=seen,
+                    max_tokens=max_tokens,
+                    reasoning_budget=self.reasoning_budget,
+                    quota_spent=now < self._quota_resets_at[0],
+                )
+                if kind == "ok":
+                    kind = self._profile.draw(f"{self._seed}:{digest}:{seen}")
+                at_once = kind in IMMEDIATE_KINDS
                 admitted = self.capacity is not None
             c = self._counters
             c.admitted += admitted
             c.peak_admitted = max(c.peak_admitted, c.admitted)
             delay = 0.0 if at_once else self._latency(f"{self._seed}:{digest}:{seen}")
-            if kind in ("http_429", "budget_402"):
+            if kind in ("http_429", "budget_402", *HINTED_KINDS):
                 self._not_before[digest] = now + delay + self.retry_after_s
             self._counters.faults[kind] += 1
         return kind, delay, admitted
@@ -298,3 +336,12 @@ class FaultServer:
             return 0.0
         low, high = self._profile.latency
         return random.Random(seed + ":latency").uniform(low, high)
+
+
+def _model_and_budget(body: bytes) -> tuple[str, Any]:
+    """The requested model name and ``max_tokens`` of a chat request body ("unknown", None when unreadable)."""
+    try:
+        request = json.loads(body)
+        return str(request.get("model", "unknown"))[:200], request.get("max_tokens")
+    except (ValueError, AttributeError, TypeError):
+        return "unknown", None

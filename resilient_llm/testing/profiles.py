@@ -7,6 +7,8 @@ import dataclasses
 import random
 from collections.abc import Mapping
 
+from resilient_llm.testing.catalogue import CATALOGUE_KINDS
+
 # Every kind the server can produce; "ok" is a clean answer.
 FAULT_KINDS = (
     "ok",
@@ -34,6 +36,7 @@ FAULT_KINDS = (
     "empty_choices",
     "null_content",
     "finish_error",  # finish_reason "error"
+    *CATALOGUE_KINDS,  # OpenRouter's per-model failures (testing/catalogue.py)
 )
 
 
@@ -104,6 +107,7 @@ class Counters:
     rate_refusals: int = 0  # throttle profile: requests refused for want of a token
     requests_while_down: int = 0  # requests that met a manual outage (``down``)
     retry_after_violations: int = 0
+    per_model: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)  # requests
     faults: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
 

@@ -21,8 +21,13 @@ class RemoteFaultServer:
         retry_after_s: float = 1.0,
         hang_s: float = 30.0,
         capacity: int | None = None,
+        quota_reset_s: float = 3600.0,
+        reasoning_budget: int = 1000,
+        keepalive_s: float = 2.0,
     ) -> None:
         argv = [sys.executable, "-m", "resilient_llm.testing", "--profile", profile, "--seed", str(seed)]
+        argv += ["--quota-reset", str(quota_reset_s), "--reasoning-budget", str(reasoning_budget)]
+        argv += ["--keepalive", str(keepalive_s)]
         argv += ["--retry-after", str(retry_after_s), "--hang", str(hang_s)]
         argv += [] if latency_s is None else ["--latency", str(latency_s)]
         argv += [] if capacity is None else ["--capacity", str(capacity)]
