@@ -100,3 +100,22 @@ def test_only_an_earned_surplus_extends_a_call_beyond_its_retries() -> None:
     budget.withdraw(0.0, 5.0)
     assert not budget.has_surplus(0.0, 1.0)
     assert budget.has_room(0.0, 1.0)
+
+
+def test_quick_retries_stop_while_failures_outnumber_answers() -> None:
+    """Forty calls meeting a dead endpoint at once: quick retries stop after failure_margin more failures than
+    answers, whatever tokens remain; answers bring them back."""
+    budget = RetryBudget(RULES)
+    for _ in range(40):
+        budget.deposit(0.0)
+    granted = 0
+    for _ in range(40):
+        budget.failed(0.0)
+        if budget.has_room(0.0, 1.0):
+            budget.withdraw(0.0, 1.0)
+            granted += 1
+    assert granted == RULES.failure_margin
+    assert budget.balance(0.0) > 1.0  # tokens were left: the failing share stopped them
+    for _ in range(31):
+        budget.answered(0.0)
+    assert budget.has_room(0.0, 1.0)

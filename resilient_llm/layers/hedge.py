@@ -99,7 +99,9 @@ class HedgeHandler:
         c = self._config
         window = self._windows.of(request.model)
         self._budget.record_attempt(self._clock.now())
-        hopeless = window.known and window.hedge_delay(floor=c.min_delay, cap=c.max_delay) >= request.timeout
+        # Before the model has a threshold, no hedge: the attempt runs inline, so its failure reaches the breaker at
+        # once (through a task it would arrive a loop turn later, after queued attempts were let through).
+        hopeless = not window.known or window.hedge_delay(floor=c.min_delay, cap=c.max_delay) >= request.timeout
         if hopeless or window.refused_share > MAX_REFUSED_SHARE or not self._may_hedge(request):
             return await self._inner.handle(request)
         primary = asyncio.create_task(self._inner.handle(request))
@@ -121,9 +123,7 @@ class HedgeHandler:
     async def _straggling(
         self, primary: asyncio.Task[ChatResult], window: LatencyWindow, cut_at: float
     ) -> float | None:
-        """Wait until ``primary`` has run past the model's hedge delay (its threshold) or finished (None). While the
-        model has too few answers for a threshold, the delay is looked at again every ``min_delay``: the first
-        attempts of a judge phase all start before any answer is known, and a hang among them must not wait the cap."""
+        """Wait until ``primary`` has run past the model's hedge delay (its threshold: returned) or finished (None)."""
         c = self._config
         finished = asyncio.Event()
         primary.add_done_callback(lambda _: finished.set())
@@ -135,14 +135,12 @@ class HedgeHandler:
                 # Woken this late, the loop itself lags: the answer may well be waiting unread, and a duplicate sent
                 # now could reach the endpoint after it refused the primary (inside its Retry-After).
                 return None
-            step = c.min_delay
-            if window.known:
-                delay = window.hedge_delay(floor=c.min_delay, cap=c.max_delay)
-                if delay >= cut_at:
-                    return None  # the attempt would be cut before its duplicate went
-                step = started + delay - now
-                if step <= 0:
-                    return delay
+            delay = window.hedge_delay(floor=c.min_delay, cap=c.max_delay)
+            if delay >= cut_at:
+                return None  # the attempt would be cut before its duplicate went
+            step = started + delay - now
+            if step <= 0:
+                return delay
             wake_at = now + step
             if await self._clock.wait(finished, step):
                 return None

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from resilient_llm.clock import SYSTEM_CLOCK, Clock
-from resilient_llm.errors import CallFailed, FailedAttempt, ProviderError, is_backpressure, is_retryable
+from resilient_llm.errors import CallFailed, FailedAttempt, ProviderError, Scope, is_backpressure, is_retryable
 from resilient_llm.policy import retry as policy
 from resilient_llm.policy.retry_budget import BudgetRules, RetryBudget, retry_cost
 from resilient_llm.types import DEFAULT_NUM_RETRIES, ChatRequest, ChatResult, Handler
@@ -97,7 +97,16 @@ class RetryHandler:
         # Each attempt gets what is left of the deadline, so the last one cannot overrun it.
         remaining = max(0.001, deadline - self._clock.now())
         bounded = dataclasses.replace(request, timeout=min(request.timeout, remaining), deadline=deadline)
-        return await self._inner.handle(bounded)
+        budget = self.budget(request.model)
+        try:
+            result = await self._inner.handle(bounded)
+        except ProviderError as exc:
+            if budget is not None and says_about_the_endpoint(exc):
+                budget.failed(self._clock.now())
+            raise
+        if budget is not None:
+            budget.answered(self._clock.now())
+        return result
 
     async def _retrying(self, request: ChatRequest, deadline: float, first: ProviderError) -> ChatResult:
         call = _Call(
@@ -118,6 +127,12 @@ class RetryHandler:
         except ProviderError as exc:
             raise call.failed(exc) from exc
         return dataclasses.replace(result, attempts=len(call.failures) + 1, failures=tuple(call.failures))
+
+
+def says_about_the_endpoint(error: ProviderError) -> bool:
+    """Whether a failure counts towards the budget's failing share: not backpressure (obeyed, not a fault), not a
+    request-scope failure (it says nothing about the endpoint), not refused locally (the breaker, the queue)."""
+    return not is_backpressure(error) and error.scope in (Scope.MODEL, Scope.ENDPOINT)
 
 
 def _error(state: RetryCallState) -> ProviderError:

@@ -9,7 +9,9 @@ second serves processes that make few calls. While the share of failed attempts 
 isolated fault is retried at once; when it rises above, the budget runs dry, and retries back off exponentially
 until successes fill it again, so a struggling endpoint is never hammered. Only a surplus the calls earned
 themselves (``has_surplus``: the reserve not touched) lets an unlucky call retry beyond its ``num_retries``: a lone
-call against a dead endpoint is not bad luck.
+call against a dead endpoint is not bad luck. And whatever the tokens, quick retries stop while failed attempts
+outnumber answered ones by ``failure_margin`` (gRPC's rule): many calls meeting an outage at once do not each spend
+a quick retry on it.
 
 The shape is Finagle's ``RetryBudget`` (deposits per request that expire after a ``ttl``, 20% of requests plus 10
 retries a second by default), close to Envoy's ``retry_budget`` (retries as a share of active requests, with a
@@ -36,7 +38,8 @@ class BudgetRules:
 
     ratio: float = 0.5  # tokens each call deposits: quick retries per call, over the window
     min_per_s: float = 10.0  # quick retries a second allowed whatever the traffic
-    window_s: float = 10.0  # deposits and withdrawals count for this long
+    window_s: float = 10.0  # deposits, withdrawals and outcomes count for this long
+    failure_margin: float = 10.0  # quick retries stop once failed attempts outnumber answered ones by this many
 
     @property
     def reserve(self) -> float:
@@ -46,12 +49,14 @@ class BudgetRules:
 class RetryBudget:
     """A token balance over a sliding window: calls deposit, quick retries withdraw."""
 
-    __slots__ = ("_net", "_rules", "_slice_of", "_slice_s")
+    __slots__ = ("_answered", "_failed", "_net", "_rules", "_slice_of", "_slice_s")
 
     def __init__(self, rules: BudgetRules) -> None:
         self._rules = rules
         self._slice_s = rules.window_s / SLICES
         self._net = [0.0] * SLICES  # deposits minus withdrawals per slice
+        self._failed = [0] * SLICES  # attempts that failed (isolated faults or worse) per slice
+        self._answered = [0] * SLICES  # attempts that were answered per slice
         self._slice_of = [-1] * SLICES  # which absolute slice each entry holds; older ones are stale
 
     def _slot(self, now: float) -> int:
@@ -61,12 +66,29 @@ class RetryBudget:
         if self._slice_of[slot] != absolute:
             self._slice_of[slot] = absolute
             self._net[slot] = 0.0
+            self._failed[slot] = self._answered[slot] = 0
         return slot
+
+    def _live(self, now: float, values: list[float] | list[int]) -> float:
+        current = math.floor(now / self._slice_s)
+        return sum(value for value, held in zip(values, self._slice_of, strict=True) if current - held < SLICES)
 
     def earned(self, now: float) -> float:
         """What the window's calls deposited minus what its quick retries took (negative once the reserve is used)."""
-        current = math.floor(now / self._slice_s)
-        return sum(net for net, held in zip(self._net, self._slice_of, strict=True) if current - held < SLICES)
+        return self._live(now, self._net)
+
+    def failed(self, now: float) -> None:
+        """An attempt failed in a way that says something about the endpoint (not backpressure, not the request)."""
+        self._failed[self._slot(now)] += 1
+
+    def answered(self, now: float) -> None:
+        self._answered[self._slot(now)] += 1
+
+    def failing(self, now: float) -> bool:
+        """Whether failed attempts outnumber answered ones by ``failure_margin`` over the window (gRPC's throttle:
+        retries stop once failures have drained half its tokens): concurrent calls meeting a dead endpoint at once
+        must not each spend a quick retry before the reserve notices."""
+        return self._live(now, self._failed) > self._live(now, self._answered) + self._rules.failure_margin
 
     def balance(self, now: float) -> float:
         """Tokens available at ``now``: the reserve plus what was earned."""
@@ -77,8 +99,8 @@ class RetryBudget:
         self._net[self._slot(now)] += self._rules.ratio
 
     def has_room(self, now: float, cost: float) -> bool:
-        """Whether a quick retry costing ``cost`` may go out."""
-        return self.balance(now) >= cost - ROUNDING
+        """Whether a quick retry costing ``cost`` may go out: tokens left, and the endpoint not failing."""
+        return self.balance(now) >= cost - ROUNDING and not self.failing(now)
 
     def has_surplus(self, now: float, cost: float) -> bool:
         """Whether the recent calls' own deposits pay for a retry costing ``cost``, without the reserve: their share
