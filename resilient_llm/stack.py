@@ -96,16 +96,19 @@ def build_stack(
     http = HTTPHandler(config.http, config.limit.ceiling, transport)
     windows = LatencyWindows(config.hedge.quantile)
     timer = AttemptTimer(http, config.hedge, windows, clock=clock)
+    shared = make_shared(config, logger)
     # The breaker wraps the limit, yet the limit asks it whether an attempt may still go out: bound once it exists.
     limit = LimitHandler(
         timer,
         config.limit,
         logger=logger,
         may_send=lambda request: breaker.may_send(request),
-        shared=make_shared(config, logger),
+        shared=shared,
     )
     attempt: Handler = limit
-    if config.hedge.enabled:
+    # A limit shared through Redis stands for an account's in-flight budget: a hedge's cancelled loser may still be
+    # running at the endpoint after its permit is back, so no hedging there.
+    if config.hedge.enabled and shared is None:
         # The hedge layer sits below the breaker it asks: bound once the breaker exists.
         attempt = HedgeHandler(
             limit,
