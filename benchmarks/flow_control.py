@@ -76,14 +76,15 @@ def limit_series(log: Path, started_wall: float) -> list[tuple[float, int]]:
     return sorted(series)
 
 
-def run(name: str, client: str, out: Path) -> dict[str, Any]:
+def run(name: str, client: str, out: Path, seed: int = 0) -> dict[str, Any]:
     profile, calls, callers, capacity, latency, outage_s = SCENARIOS[name]
     log = out / f"flow.{name}.{client}.jsonl"
     log.unlink(missing_ok=True)
     trainer_client = "resilient_llm" if client.startswith("resilient_llm") else client
     extra = FIRST_WAVE if client == "resilient_llm_fixed" else {}
     tally = Tally(lambda: None)
-    with RemoteFaultServer(profile, latency_s=latency, retry_after_s=1.0, hang_s=30, capacity=capacity) as server:
+    server = RemoteFaultServer(profile, seed=seed, latency_s=latency, retry_after_s=1.0, hang_s=30, capacity=capacity)
+    with server:
         events: dict[str, float] = {}
         timers: list[threading.Timer] = []
         samples: list[dict[str, Any]] = []

@@ -72,13 +72,21 @@ def random_refusals(seed: int) -> dict[str, float]:
     endpoint = Endpoint(refuse_share=0.6, retry_after=0.5, latency=FAST.latency)
     adaptive = simulate(endpoint, callers=32, calls=500, seed=seed)
     fixed = simulate(endpoint, callers=32, calls=500, seed=seed, fixed=20)
-    return {"adaptive_calls_per_s": adaptive.calls_per_s, "fixed20_calls_per_s": fixed.calls_per_s}
+    return {
+        "adaptive_calls_per_s": adaptive.calls_per_s,
+        "fixed20_calls_per_s": fixed.calls_per_s,
+        "lowest_permits": min(permits for _, permits in adaptive.limits),
+    }
 
 
 def flaky_refusals(seed: int) -> dict[str, float]:
     endpoint = Endpoint(refuse_share=0.04, retry_after=1.0, latency=FAST.latency)
     result = simulate(endpoint, callers=32, calls=500, seed=seed)
-    return {"calls_per_s": result.calls_per_s, "pauses": result.pauses}
+    return {
+        "calls_per_s": result.calls_per_s,
+        "pauses": result.pauses,
+        "lowest_permits": min(permits for _, permits in result.limits),
+    }
 
 
 def queue(seed: int) -> dict[str, float]:

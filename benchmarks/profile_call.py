@@ -56,7 +56,6 @@ RULES: tuple[tuple[str, tuple[str, ...] | None, str], ...] = (
     ("tenacity/", None, "retry (tenacity)"),
     ("resilient_llm/layers/retry.py", None, "retry (tenacity)"),
     ("resilient_llm/errors.py", None, "retry (tenacity)"),
-    ("pybreaker", None, "breaker"),
     ("resilient_llm/layers/breaker.py", None, "breaker"),
     ("resilient_llm/policy/breaker.py", None, "breaker"),
     ("resilient_llm/layers/limit.py", None, "limit"),

@@ -3,8 +3,10 @@
 A data thread runs ``asyncio.run`` for the batch; each rollout is scored on a thread-pool worker that runs its own
 ``asyncio.run`` over its judge calls (``run_litellm_async``), so every rollout has a brand-new event loop.
 ``workers x calls_per_rollout`` calls are in flight from the caller's side. Both clients use their defaults
-(LiteLLM: ``num_retries=5``; resilient_llm: 5 retries, backoff with jitter, cap 20) and the same client timeout.
-Results: ``benchmarks/results/trainer_pattern.json``.
+(LiteLLM: ``num_retries=5``, retried through tenacity; resilient_llm's defaults) and the same client timeout. Each
+reports the judge phase's wall time (a step waits for its slowest call), calls/s and the latency percentiles, and
+resilient_llm's wall time as a multiple of LiteLLM's. Results: ``benchmarks/results/trainer_pattern.json``; the
+step-shaped comparison over both patterns and two seeds is ``python -m benchmarks.step_time``.
 
     python -m benchmarks.trainer_pattern [--profile flaky] [--rollouts 125] [--calls-per-rollout 4] [--workers 8]
 """
@@ -23,6 +25,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM would f
 
 import resilient_llm
 from open_instruct.search_rewards.utils import run_utils
+from resilient_llm.policy.percentiles import percentiles
 from resilient_llm.testing.remote import RemoteFaultServer
 from resilient_llm.testing.reward_step import trainer_batch
 
@@ -32,13 +35,22 @@ T = TypeVar("T")
 
 
 def run_pattern(rollouts: int, calls_per_rollout: int, workers: int, tag: str) -> dict[str, Any]:
+    """One judge phase; its wall time (the step waits for its slowest call) and each call's latency."""
     answers: list[str] = []
     exceptions: list[str] = []
+    latencies: list[float] = []
+
+    async def timed(prompt: str) -> str:
+        started = time.perf_counter()
+        try:
+            return await run_utils.run_litellm_async(MODEL, prompt, "You are a judge.")
+        finally:
+            latencies.append(time.perf_counter() - started)  # list.append holds the GIL: safe across the threads
 
     def score_rollout(rollout: int) -> list[str]:
         async def judge() -> list[str]:
             prompts = [f"{tag} rollout {rollout} rubric {i}" for i in range(calls_per_rollout)]
-            return await asyncio.gather(*(run_utils.run_litellm_async(MODEL, p, "You are a judge.") for p in prompts))
+            return await asyncio.gather(*(timed(p) for p in prompts))
 
         return asyncio.run(judge())
 
@@ -57,6 +69,8 @@ def run_pattern(rollouts: int, calls_per_rollout: int, workers: int, tag: str) -
         "real_answers": real,
         "real_answer_pct": 100.0 * real / calls,
         "wall_s": wall,
+        "calls_per_s": calls / wall,
+        "latency_ms": {k: None if v is None else round(v * 1e3, 1) for k, v in percentiles(latencies).items()},
         "exception_samples": exceptions[:3],
     }
 
@@ -95,9 +109,14 @@ def main() -> None:
             f"{client:>14}: {result['calls']} calls, {result['exceptions']} exceptions, "
             f"{result['real_answer_pct']:.2f}% real answers, {result['server_requests_per_call']:.3f} requests/call, "
             f"peak in flight {stats['peak_in_flight']}, Retry-After violations {stats['retry_after_violations']}, "
-            f"{result['wall_s']:.1f} s"
+            f"judge phase {result['wall_s']:.1f} s ({result['calls_per_s']:.1f} calls/s), "
+            f"slowest call {result['latency_ms']['max']} ms"
         )
     resilient_llm.shutdown()
+    if {"resilient_llm", "litellm"} <= set(report["clients"]):
+        ours, theirs = (report["clients"][c]["wall_s"] for c in ("resilient_llm", "litellm"))
+        report["wall_vs_litellm"] = ours / theirs
+        print(f"resilient_llm's judge phase took {ours / theirs:.2f}x LiteLLM's")
     (RESULTS / "trainer_pattern.json").write_text(json.dumps(report, indent=2) + "\n")
 
 

@@ -156,6 +156,7 @@ ENVIRONMENT: tuple[Variable, ...] = (
     Variable(PREFIX + "CONCURRENCY", "limit", "mode"),
     Variable(PREFIX + "CONCURRENCY_INITIAL", "limit", "initial"),
     Variable(PREFIX + "LIMIT_REDIS_URL", "limit", "redis_url"),
+    Variable(PREFIX + "PAUSE_MAX", "limit", "pause_max"),
     Variable(PREFIX + "BREAKER_FAIL_MAX", "breaker", "fail_max"),
     Variable(PREFIX + "BREAKER_RESET_TIMEOUT", "breaker", "reset_timeout"),
     Variable(PREFIX + "BREAKER_RESET_TIMEOUT_MAX", "breaker", "reset_timeout_max"),

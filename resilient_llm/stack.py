@@ -80,7 +80,8 @@ def make_shared(config: Config, logger: Any) -> SharedPermits | None:
     if not url:
         return None
     endpoint = f"{config.http.base_url}\n{config.http.api_key.reveal()}"  # only its hash reaches Redis
-    return SharedPermits(SharedLimit(url, endpoint, logger, max_limit=config.limit.ceiling))
+    store = SharedLimit(url, endpoint, logger, max_limit=config.limit.ceiling, gate_cap_s=config.limit.pause_max)
+    return SharedPermits(store)
 
 
 def build_stack(
@@ -104,6 +105,7 @@ def build_stack(
         logger=logger,
         may_send=lambda request: breaker.may_send(request),
         shared=shared,
+        clock=clock,
     )
     attempt: Handler = limit
     # A limit shared through Redis stands for an account's in-flight budget: a hedge's cancelled loser may still be

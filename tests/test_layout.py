@@ -104,6 +104,8 @@ TIERS = (
             "resilient_llm.logs",
             "resilient_llm.models",
             "resilient_llm.clock",
+            "resilient_llm.timers",
+            "resilient_llm.loop_lag",
             "resilient_llm.routing",
         ),
     ),

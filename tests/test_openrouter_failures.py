@@ -110,7 +110,6 @@ def test_spent_free_quota_ends_the_call_at_once_with_its_reset(
     assert requests_for(openrouter, "test/free-quota:free") == 1
 
 
-@pytest.mark.xfail(strict=False, reason="needs per-model breaker/limit from branch breaker/limit (quota memory)")
 @pytest.mark.slow
 def test_spent_quota_is_remembered_until_its_reset(openrouter: FaultServer, engine_on: Callable[..., Engine]) -> None:
     """Once a model's quota is known spent, later calls end without a request until the reset; others unaffected."""
@@ -211,7 +210,6 @@ def test_a_retry_after_of_an_hour_ends_the_call_at_once(
     assert requests_for(openrouter, "test/retry-after-3600") == 1
 
 
-@pytest.mark.xfail(strict=False, reason="needs per-model breaker/limit from branch breaker/limit (per-model gate)")
 @pytest.mark.slow
 def test_a_retry_after_of_an_hour_pauses_only_its_model(
     openrouter: FaultServer, engine_on: Callable[..., Engine]

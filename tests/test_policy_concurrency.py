@@ -131,13 +131,13 @@ def test_a_burst_of_refusals_counts_once() -> None:
 
 def test_a_lone_refusal_while_the_limit_idles_does_not_cut() -> None:
     """Between a trainer's batches (5 in flight under a limit of 42) one 429 is a hiccup, not the capacity's edge;
-    two such refusals in one window still cut."""
+    refusals that are a quarter of what was sent at the top level in one window still cut."""
     state = feed(initial_state(CONFIG), [*rounds(1, 20), Sample(Signal.OK, 0.9, 0.95, 4)])[-1]  # 42 permits
     quiet = [Sample(Signal.OK, 1.0, 1.5 + i * 1e-3, 4) for i in range(8)]
     hiccup = feed(state, [*quiet, Sample(Signal.BACKPRESSURE, 1.2, 1.201, 5), Sample(Signal.OK, 1.6, 2.2, 4)])
     assert hiccup[-1].permits == state.permits
-    twice = [Sample(Signal.BACKPRESSURE, 1.2, 1.201, 5), Sample(Signal.BACKPRESSURE, 1.3, 1.301, 5)]
-    cut = feed(state, [*quiet, *twice, Sample(Signal.OK, 1.6, 2.2, 4)])
+    thrice = [Sample(Signal.BACKPRESSURE, 1.2 + i / 10, 1.201 + i / 10, 5) for i in range(3)]
+    cut = feed(state, [*quiet, *thrice, Sample(Signal.OK, 1.6, 2.2, 4)])
     assert cut[-1].permits < state.permits
 
 
@@ -151,6 +151,62 @@ def test_refusals_among_answers_at_higher_levels_do_not_cut() -> None:
     ]
     states = feed(state, mixed)
     assert not [s for s in states if s.reason == "backpressure"]
+
+
+def test_refusals_as_few_at_the_top_level_as_anywhere_leave_the_limit_alone() -> None:
+    """Out of slow start, a limit in full use (every attempt at 32 in flight) meeting 4% of 429s whatever the load:
+    refused at the same level as most answers, a small share of them: each request's own, not the limit's."""
+    state = LimitState(limit=32.0, slow_start=False, decreased_at=0.0, plateau=32.0)
+    samples = [
+        Sample(Signal.BACKPRESSURE if i % 25 == 7 else Signal.OK, r * 0.05, r * 0.05 + 0.05 + i * 1e-4, 32, 32, 12)
+        for r in range(200)
+        for i in range(32)
+    ]
+    states = feed(state, samples)
+    assert not [s for s in states if s.reason == "backpressure"]
+    assert states[-1].permits >= 32
+
+
+def test_refusals_that_are_a_large_share_at_the_top_level_cut() -> None:
+    """Out of slow start, a third of the attempts at the top level refused (a limit in full use over a drained
+    token bucket): the limit is cut."""
+    state = LimitState(limit=32.0, slow_start=False, decreased_at=0.0, plateau=32.0)
+    samples = [
+        Sample(Signal.BACKPRESSURE if i % 3 == 0 else Signal.OK, r * 0.05, r * 0.05 + 0.05 + i * 1e-4, 32, 32, 12)
+        for r in range(4)
+        for i in range(32)
+    ]
+    assert [s for s in feed(state, samples) if s.reason == "backpressure"]
+
+
+def test_a_refusal_that_made_the_gate_pause_counts_as_load() -> None:
+    """One refusal at the top level among many answers cuts once the gate called it a burst (two in a row)."""
+    state = LimitState(limit=32.0, slow_start=False, decreased_at=0.0, plateau=32.0)
+    answers = [Sample(Signal.OK, 0.0, 0.05 + i * 1e-4, 32, 32, 12) for i in range(31)]
+    lone = Sample(Signal.BACKPRESSURE, 0.06, 0.061, 32)
+    closing = Sample(Signal.OK, 0.07, 0.12, 31, 31, 12)
+    assert not [s for s in feed(state, [*answers, lone, closing]) if s.reason == "backpressure"]
+    burst = Sample(Signal.BACKPRESSURE, 0.06, 0.061, 32, burst=True)
+    assert [s for s in feed(state, [*answers, burst, closing]) if s.reason == "backpressure"]
+
+
+def test_our_own_loop_delay_is_not_read_as_a_queue() -> None:
+    """Answers that took three times the baseline, all of it our own process's delay (a CPU-bound caller), do not
+    cut the limit; the same rise with no client delay does."""
+    state = feed(LimitState(limit=40.0, slow_start=False, decreased_at=0.0, plateau=40.0), rounds(3, 30, latency=0.01))[
+        -1
+    ]
+    assert state.baseline is not None
+
+    def slow(client_delay: float) -> list[Sample]:
+        return [
+            Sample(Signal.OK, 1 + r * 0.03, 1 + (r + 1) * 0.03 + i * 1e-4, 30, 30, 12, client_delay=client_delay)
+            for r in range(5)
+            for i in range(30)
+        ]
+
+    assert not [s for s in feed(state, slow(0.02)) if s.reason == "latency"]
+    assert [s for s in feed(state, slow(0.0)) if s.reason == "latency"]
 
 
 def test_a_timeout_while_the_limit_idles_cuts_the_limit_not_to_the_idle_level() -> None:

@@ -68,11 +68,11 @@ def test_a_cut_by_another_process_ends_slow_start_here_too(redis_server: RedisSe
     async def scenario() -> float:
         handler = shared_limit(redis_server.url)
         other = SharedLimit(redis_server.url, ENDPOINT, Quiet())
-        other.publish_limit(30.0)
-        assert other.cut_limit(27.0, other.try_acquire(30).generation, initial=20) == (27.0, True)
+        other.publish_limit(MODEL, 30.0)
+        assert other.cut_limit(MODEL, 27.0, other.reserve(MODEL, 1, 30).generation, initial=20) == (27.0, True)
         await busy(handler, 20, 2)
         await handler.aclose()
-        value = other.shared_limit()
+        value = other.shared_limit(MODEL)
         other.close()
         assert value is not None
         return value
@@ -90,7 +90,7 @@ def test_growth_in_fractions_of_a_permit_reaches_the_shared_limit(redis_server: 
         await busy(handler, 20, 2)
         await handler.aclose()
         reader = SharedLimit(redis_server.url, ENDPOINT, Quiet())
-        value = reader.shared_limit()
+        value = reader.shared_limit(MODEL)
         reader.close()
         assert value is not None
         return value

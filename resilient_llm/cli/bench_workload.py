@@ -88,7 +88,8 @@ def client_environment(
 
 
 class Tally:
-    """Per-call records, from any thread."""
+    """Per-call records, from any thread; ``latencies`` has every call's, an exception's too (the slowest call is the
+    one a training step waits for, whatever it returned)."""
 
     def __init__(self, advance: Callable[[], None]) -> None:
         self._lock = threading.Lock()
@@ -103,6 +104,7 @@ class Tally:
             text = await call(prompt)
         except Exception as exc:
             with self._lock:
+                self.latencies.append(time.perf_counter() - started)
                 self.exceptions += 1
                 name = type(exc).__name__
                 self.exception_kinds[name] = self.exception_kinds.get(name, 0) + 1

@@ -1,31 +1,45 @@
-"""How many attempts one endpoint has in flight: a limit found from the endpoint's own answers, and a gate.
+"""How many attempts one endpoint has in flight: per model, a limit found from the model's own answers and a gate,
+all under one endpoint-wide ceiling.
 
-Held for one attempt only, so a backoff sleep never holds a slot. Waiting attempts are served in arrival order. The
-limit is adaptive by default (``policy/concurrency.py`` decides, this layer carries it out), never above
-``max_concurrent``; ``mode="fixed"`` is the first wave's fixed cap. A burst of 429s (or in-flight-budget 402s) with
-Retry-After shuts the gate for every attempt to the endpoint, not only the ones told: it costs one wait, not a wasted
-request per queued call (``policy/gate.py`` decides when a pause helps). With
-``redis_url`` the permits, the limit and the gate are shared by every process using the endpoint (``SharedPermits``).
+Held for one attempt only, so a backoff sleep never holds a slot. Each model has its own lane: its adaptive limit
+(``policy/concurrency.py`` decides, this layer carries it out), its Retry-After gate (``policy/gate.py``), its pause and
+its queue, served in arrival order. The sum of every lane's attempts stays under the endpoint's ceiling
+(``max_concurrent``, the HTTP pool's size); a slot that frees up goes to the longest waiter whose own lane has room,
+so a model in trouble (refused, paused, slow) never holds back another model's calls. ``mode="fixed"`` is the first
+wave's fixed cap, for the endpoint.
+
+A burst of 429s (or in-flight-budget 402s) with Retry-After shuts the model's gate: one wait instead of a wasted
+request per queued call. A Retry-After longer than ``pause_max`` (a spent quota, an hour's rate limit) is not waited
+for: the model is paused until then and every call to it fails at once with ``ModelPaused`` (not sent, not retried),
+so the fallback chain answers; calls resume on their own when the pause ends. A gate that would keep a call waiting
+past its deadline fails it the same way at once. With ``redis_url`` permits, limits and gates are shared by every
+process using the endpoint (``SharedPermits``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import time
+import dataclasses
+import itertools
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from resilient_llm.errors import BreakerOpen, ErrorResponse, ProviderTimeout
-from resilient_llm.layers.shared_permits import SharedPermits
+from resilient_llm.clock import SYSTEM_CLOCK, Clock
+from resilient_llm.errors import BreakerOpen, ProviderError, ProviderTimeout, Scope, is_backpressure
+from resilient_llm.layers.shared_permits import Lease, SharedPermits
+from resilient_llm.loop_lag import LoopLag
 from resilient_llm.policy import concurrency, gate
+from resilient_llm.timers import Timer, Timers
 from resilient_llm.types import ChatRequest, ChatResult, Handler
-from resilient_llm.validation import REDIS_URL, Validated, choice, int_in, setting
+from resilient_llm.validation import REDIS_URL, SECONDS, Validated, choice, int_in, setting
 
 ADAPTIVE_CEILING = 256  # the adaptive limit's default ceiling: see policy/concurrency.py's "Bounds"
 FIXED_CAP = 20  # the first wave's fixed cap, the fixed mode's default
-LOG_EVERY_S = 1.0  # limit_change lines: at most one a second, unless the limit went down
+LOG_EVERY_S = 1.0  # limit_change lines: at most one a second per model, unless the limit went down
+QUOTA_EXHAUSTED = "quota_exhausted"  # the wire parser's kind for a spent quota (retry_after: until it resets)
 
 
 @dataclass(frozen=True)
@@ -34,12 +48,13 @@ class LimitConfig(Validated):
 
     mode: str = setting("adaptive", choice(("adaptive", "fixed"), joiner=" or "))
     max_concurrent: int | None = setting(None, int_in(1, 10_000), optional=True)  # None: 256 adaptive, 20 fixed
-    initial: int = setting(FIXED_CAP, int_in(1, 10_000))  # where the adaptive limit starts
-    redis_url: str | None = setting(None, REDIS_URL, optional=True)  # share permits, limit and gate
+    initial: int = setting(FIXED_CAP, int_in(1, 10_000))  # where each model's adaptive limit starts
+    redis_url: str | None = setting(None, REDIS_URL, optional=True)  # share permits, limits and gates
+    pause_max: float = setting(60.0, SECONDS)  # a longer Retry-After pauses the model: its calls fail over at once
 
     @property
     def ceiling(self) -> int:
-        """The most attempts ever in flight (the HTTP pool is sized to it)."""
+        """The most attempts ever in flight to the endpoint, all models together (the HTTP pool is sized to it)."""
         if self.max_concurrent is not None:
             return self.max_concurrent
         return ADAPTIVE_CEILING if self.mode == "adaptive" else FIXED_CAP
@@ -48,17 +63,59 @@ class LimitConfig(Validated):
         return concurrency.LimitPolicy(initial=min(self.initial, self.ceiling), max_limit=self.ceiling)
 
 
+class ModelPaused(ProviderError):
+    """Not sent: the model is paused (told to wait longer than ``pause_max``, or longer than the call has left).
+
+    ``kind`` is ``model_paused``, ``scope`` MODEL; not retryable, so the fallback chain answers at once.
+    """
+
+    def __init__(self, model: str, seconds: float, why: str) -> None:
+        super().__init__(
+            f"{model} is paused for another {seconds:.1f} s ({why}): not sent",
+            kind="model_paused",
+            retry_after=seconds,
+            scope=Scope.MODEL,
+        )
+
+
 class _QueueTimeout(Exception):
     """A queued attempt's wait for a slot ran out."""
 
 
-def _expire(waiter: asyncio.Future[int]) -> None:
-    if not waiter.done():
-        waiter.set_exception(_QueueTimeout())
+@dataclass(eq=False)
+class _Waiter:
+    order: int
+    ends: float  # the call's deadline
+    future: asyncio.Future[int]
+    timer: Timer | None = None
+
+
+@dataclass(eq=False)
+class _Lane:
+    """One model's share of the endpoint: its limit, gate, pause and queue."""
+
+    model: str
+    state: concurrency.LimitState
+    limit: int
+    gate: gate.GateState = field(default_factory=gate.GateState)
+    in_flight: int = 0
+    waiters: collections.deque[_Waiter] = field(default_factory=collections.deque)
+    paused_until: float = -math.inf  # calls fail over at once until then
+    pause_why: str = ""
+    gate_timer: Timer | None = None
+    generation: int = 0  # shared limit cuts seen so far (any process's)
+    unpublished: float = 0.0  # growth of the limit not yet added to the shared one
+    logged_at: float = -LOG_EVERY_S
+
+
+def _expire(waiter: _Waiter) -> None:
+    if not waiter.future.done():
+        waiter.future.set_exception(_QueueTimeout())
 
 
 class LimitHandler:
-    """At most ``limit`` attempts run at once, fewer while the gate is shut; the rest wait in FIFO order."""
+    """Per model at most its limit in flight, fewer while its gate is shut, none while it is paused; all models
+    together at most the ceiling. The rest wait in arrival order."""
 
     def __init__(
         self,
@@ -68,176 +125,320 @@ class LimitHandler:
         logger: Any = None,
         may_send: Callable[[ChatRequest], bool] = lambda request: True,
         shared: SharedPermits | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._inner = inner
+        self._config = config
         self._adaptive = config.mode == "adaptive"
         self._policy = config.policy()
-        self._state = concurrency.initial_state(self._policy)
-        self.limit = self._state.permits if self._adaptive else config.ceiling
+        self._ceiling = config.ceiling
         self._may_send = may_send  # asked once a slot is free: the breaker may have opened while this one queued
         self._shared = shared
         self._log = logger
-        self.in_flight = 0
-        self._waiters: collections.deque[asyncio.Future[int]] = collections.deque()
+        self._clock = clock
+        self._timers = Timers(clock)
+        self._lag = LoopLag(clock)
         self._gate_policy = gate.GatePolicy()
-        self._gate = gate.GateState()
-        self._gate_timer: asyncio.TimerHandle | None = None
-        self._logged_at = -LOG_EVERY_S
-        self._generation = 0  # shared limit cuts seen so far (any process's)
-        self._unpublished = 0.0  # growth of the limit not yet added to the shared one
+        self._lanes: dict[str, _Lane] = {}
+        self._order = itertools.count()
+        self.in_flight = 0  # every model's attempts together
+        if shared is not None:
+            shared.watch(self._shared_view)
+
+    @property
+    def limit(self) -> int:
+        """The endpoint's concurrency as the gauges show it: the largest model limit, within the ceiling."""
+        if not self._lanes:
+            return min(self._ceiling, self._policy.initial) if self._adaptive else self._ceiling
+        return min(self._ceiling, max(lane.limit for lane in self._lanes.values()))
+
+    def limit_of(self, model: str) -> int:
+        """One model's limit (where a new model starts, if it has sent nothing yet)."""
+        return self._lane(model).limit
+
+    def has_room(self, model: str) -> bool:
+        """Whether one more attempt to ``model`` could go now without queueing or drawing a likely 429: below its
+        limit and the ceiling, its gate open, not paused, and its limit not back at a level the endpoint refused."""
+        lane = self._lane(model)
+        now = self._clock.now()
+        if lane.in_flight >= lane.limit or self.in_flight >= self._ceiling or lane.paused_until > now:
+            return False
+        if gate.is_shut(lane.gate, now):
+            return False
+        return not (self._adaptive and concurrency.at_capacity_edge(self._policy, lane.state))
 
     async def aclose(self) -> None:
-        if self._gate_timer is not None:
-            self._gate_timer.cancel()
+        await self._timers.aclose()
+        await self._lag.aclose()
         if self._shared is not None:
             await self._shared.aclose()
 
+    def _lane(self, model: str) -> _Lane:
+        lane = self._lanes.get(model)
+        if lane is None:
+            state = concurrency.initial_state(self._policy)
+            lane = _Lane(model, state, state.permits if self._adaptive else self._ceiling)
+            self._lanes[model] = lane
+        return lane
+
     async def handle(self, request: ChatRequest) -> ChatResult:
-        ends = time.monotonic() + request.timeout if request.deadline is None else request.deadline
-        granted_at = await self._acquire(max(0.0, ends - time.monotonic()))
-        lease = None
+        lane = self._lane(request.model)
+        now = self._clock.now()
+        ends = now + request.timeout if request.deadline is None else request.deadline
+        self._refuse_if_paused(lane, now, ends)
+        granted_at = await self._acquire(lane, ends)
+        lease: Lease | None = None
+        self._lag.busy()
         try:
             if not self._may_send(request):
                 raise BreakerOpen("held back: the circuit opened while this attempt queued", kind="breaker_open")
             if self._shared is not None:
-                lease = await self._shared.acquire(self.limit, max(0.0, ends - time.monotonic()))
-                self._adopt(lease.limit, lease.generation)
-            started = time.monotonic()
-            in_flight = lease.in_flight if lease is not None and lease.in_flight else granted_at
-            request.record.limit = self.limit
+                lease = await self._shared.take(lane.model, lane.limit, max(0.0, ends - self._clock.now()))
+                self._adopt(lane, lease.limit, lease.generation)
+            started, lag = self._clock.now(), self._lag.total
+            in_flight = granted_at + (lease.others if lease is not None else 0)
+            request.record.limit = lane.limit
             try:
                 result = await self._inner.handle(request)
             except BaseException as exc:
-                self._learn(exc, started, in_flight, None, lease.generation if lease else 0)
+                instead = self._learn(lane, exc, started, lag, in_flight, None, lease)
+                if instead is not None:
+                    raise instead from exc
                 raise
-            self._learn(None, started, in_flight, result.usage.completion_tokens, lease.generation if lease else 0)
+            self._learn(lane, None, started, lag, in_flight, result.usage.completion_tokens, lease)
             return result
         finally:
+            self._lag.idle()
             if lease is not None and self._shared is not None:
-                self._shared.release(lease)
-            self._release()
+                self._shared.put_back(lease)
+            self._release(lane)
 
-    async def _acquire(self, timeout: float) -> int:  # noqa: ASYNC109  (the call's remaining deadline)
-        """A slot in arrival order, within ``timeout`` (what is left of the call's deadline: waiting counts too);
-        returns the attempts in flight once it was granted, itself included (not when it gets to run: slots freed
-        together are granted one after another, and the load each attempt went out at is what the policies ask)."""
-        if not self._waiters and self.in_flight < self.limit and not self._gate_shut():
-            self.in_flight += 1
-            return self.in_flight
+    def _refuse_if_paused(self, lane: _Lane, now: float, ends: float) -> None:
+        if lane.paused_until > now:
+            raise ModelPaused(lane.model, lane.paused_until - now, lane.pause_why)
+        if gate.is_shut(lane.gate, now) and lane.gate.shut_until > ends:
+            raise ModelPaused(lane.model, lane.gate.shut_until - now, "Retry-After beyond the call's deadline")
+
+    async def _acquire(self, lane: _Lane, ends: float) -> int:
+        """A slot in arrival order before ``ends`` (the call's deadline: waiting counts too); returns the model's
+        attempts in flight once it was granted, itself included (the load it went out at, which the policies ask)."""
+        if not lane.waiters and self._room(lane, self._clock.now()):
+            return self._grant(lane)
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[int] = loop.create_future()
-        self._waiters.append(waiter)
-        # A timer instead of wait_for(shield(...)): a queued attempt holds one future and one timer handle, no more.
-        timer = loop.call_later(timeout, _expire, waiter)
+        waiter = _Waiter(next(self._order), ends, loop.create_future())
+        lane.waiters.append(waiter)
+        waiter.timer = self._timers.call_at(ends, lambda: _expire(waiter))
         try:
-            return await waiter
+            return await waiter.future
         except BaseException as exc:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._release()  # the slot was handed over as we gave up: pass it on
+            future = waiter.future
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._release(lane)  # the slot was handed over as we gave up: pass it on
             else:
-                waiter.cancel()
+                future.cancel()
+                if waiter in lane.waiters:
+                    lane.waiters.remove(waiter)
             if isinstance(exc, _QueueTimeout):
-                raise ProviderTimeout(f"no slot free within {timeout:g} s", kind="queue_timeout") from None
+                left = max(0.0, ends - self._clock.now())
+                raise ProviderTimeout(
+                    f"no slot free before the call's deadline ({left:g} s left)", kind="queue_timeout"
+                ) from None
             raise
         finally:
-            timer.cancel()
+            waiter.timer.cancel()
 
-    def _release(self) -> None:
+    def _room(self, lane: _Lane, now: float) -> bool:
+        return lane.in_flight < lane.limit and self.in_flight < self._ceiling and not gate.is_shut(lane.gate, now)
+
+    def _grant(self, lane: _Lane) -> int:
+        lane.in_flight += 1
+        self.in_flight += 1
+        return lane.in_flight
+
+    def _release(self, lane: _Lane) -> None:
+        lane.in_flight -= 1
         self.in_flight -= 1
         self._wake()
 
     def _wake(self) -> None:
-        """Hand free slots to the longest waiters (a slot goes straight to a waiter: no one can jump the queue)."""
-        while self._waiters and self.in_flight < self.limit and not self._gate_shut():
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self.in_flight += 1
-                waiter.set_result(self.in_flight)
+        """Hand free slots to the longest waiters whose lane has room (a slot goes straight to a waiter: no one can
+        jump the queue of its own model, and a full or gated model does not hold back the others)."""
+        now = self._clock.now()
+        while self.in_flight < self._ceiling:
+            best: _Lane | None = None
+            for lane in self._lanes.values():
+                while lane.waiters and lane.waiters[0].future.done():
+                    lane.waiters.popleft()  # gave up (timeout, cancel) but not yet removed
+                if (
+                    lane.waiters
+                    and self._room(lane, now)
+                    and (best is None or lane.waiters[0].order < best.waiters[0].order)
+                ):
+                    best = lane
+            if best is None:
+                return
+            waiter = best.waiters.popleft()
+            waiter.future.set_result(self._grant(best))
 
-    def has_room(self, model: str) -> bool:
-        """Whether an attempt to ``model`` would get a slot at once (for hedging)."""
-        return not self._waiters and self.in_flight < self.limit and not self._gate_shut()
+    def _pause(self, lane: _Lane, seconds: float, why: str) -> None:
+        """Fail the model's calls over at once for ``seconds``, queued ones included."""
+        now = self._clock.now()
+        lane.paused_until = max(lane.paused_until, now + seconds)
+        lane.pause_why = why
+        while lane.waiters:
+            waiter = lane.waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_exception(ModelPaused(lane.model, lane.paused_until - now, why))
+        if self._log is not None:
+            self._log.warning("model_paused", model=lane.model, seconds=round(seconds, 1), reason=why)
 
-    def _gate_shut(self) -> bool:
-        return gate.is_shut(self._gate, time.monotonic())
-
-    def _gate_learns(self, error: BaseException | None, started: float, in_flight: int) -> concurrency.Signal:
-        """The gate's view of one finished attempt; a pause for every attempt when refusals come as a burst. Returns
-        the attempt's signal for the limit (refusals say nothing about the load once pauses were shown futile)."""
-        signal = concurrency.signal_of(error)
-        if signal is not concurrency.Signal.BACKPRESSURE and signal is not concurrency.Signal.OK:
-            return signal
-        refused = signal is concurrency.Signal.BACKPRESSURE
-        retry_after = error.retry_after if refused and isinstance(error, ErrorResponse) else None
-        now = time.monotonic()
-        before = self._gate.shut_until
-        self._gate = gate.finished(self._gate_policy, self._gate, now, started, in_flight, refused, retry_after)
-        if self._gate.shut_until > before and self._gate.shut_until > now:
-            seconds = self._gate.shut_until - now
-            if self._gate_timer is not None:
-                self._gate_timer.cancel()
-            self._gate_timer = asyncio.get_running_loop().call_later(seconds, self._gate_opens)
-            if self._shared is not None:
-                self._shared.shut_gate(seconds)
-            if self._log is not None:
-                self._log.info("gate_pause", seconds=round(seconds, 3), burst_share=round(self._gate.burst_share, 2))
-        if refused and gate.refusals_ignore_load(self._gate, now):
-            return concurrency.Signal.FAILURE
-        return signal
-
-    def _gate_opens(self) -> None:
-        left = self._gate.shut_until - time.monotonic()
-        if left > 0:  # the timer fired a little early (uvloop's clock counts milliseconds): wait out the rest
-            self._gate_timer = asyncio.get_running_loop().call_later(left, self._gate_opens)
+    def _shut_gate(self, lane: _Lane, until: float, share: bool) -> None:
+        """New attempts to the model wait until ``until``; queued calls whose deadline comes first fail over now."""
+        now = self._clock.now()
+        if until <= now:
             return
-        self._gate_timer = None
-        self._wake()
+        if until > lane.gate.shut_until:
+            lane.gate = dataclasses.replace(lane.gate, shut_until=until)
+        if lane.gate_timer is not None:
+            lane.gate_timer.cancel()
+        lane.gate_timer = self._timers.call_at(lane.gate.shut_until, self._wake)
+        for waiter in [w for w in lane.waiters if w.ends < lane.gate.shut_until]:
+            lane.waiters.remove(waiter)
+            if not waiter.future.done():
+                why = "Retry-After beyond the call's deadline"
+                waiter.future.set_exception(ModelPaused(lane.model, lane.gate.shut_until - now, why))
+        if share and self._shared is not None:
+            self._shared.shut_gate(lane.model, min(until - now, self._config.pause_max))
 
-    def _learn(self, error: BaseException | None, started: float, in_flight: int, tokens: int | None, gen: int) -> None:
-        signal = self._gate_learns(error, started, max(1, in_flight))
+    def _learn(
+        self,
+        lane: _Lane,
+        error: BaseException | None,
+        started: float,
+        lag: float,
+        in_flight: int,
+        tokens: int | None,
+        lease: Lease | None,
+    ) -> ProviderError | None:
+        """Feed one finished attempt to the gate and the limit; returns the error to raise instead of ``error``
+        (``ModelPaused`` when told to wait longer than ``pause_max``)."""
+        now = self._clock.now()
+        instead = self._hint(lane, error, now)
+        signal, burst = self._gate_learns(lane, error, started, max(1, in_flight), now)
         if not self._adaptive:
-            return
+            return instead
         sample = concurrency.Sample(
             signal,
             started,
-            max(started, time.monotonic()),
+            max(started, now),
             max(1, in_flight),
-            max(1, self.in_flight),
+            max(1, lane.in_flight),
             tokens,
+            client_delay=self._lag.during(lag),
+            burst=burst,
         )
-        before = self._state.limit
-        self._state = concurrency.update(self._policy, self._state, sample)
-        self._unpublished += max(0.0, self._state.limit - before)
-        if self._state.reason is None:
-            return
-        self._changed(self._state.reason)
+        before = lane.state.limit
+        lane.state = concurrency.update(self._policy, lane.state, sample)
+        lane.unpublished += max(0.0, lane.state.limit - before)
+        if lane.state.reason is None:
+            return instead
+        self._changed(lane, lane.state.reason)
         if self._shared is not None:
             # Growth comes in fractions of a permit per answer: carry all of it since the last publish, not only
             # the step that crossed a whole permit, or most of it is lost when the shared value is adopted.
-            grown, self._unpublished = self._unpublished, 0.0
-            start = before if self._state.limit < before else self._state.limit - grown
-            self._shared.publish(start, self._state.limit, gen, self._policy.initial, self._adopt)
+            grown, lane.unpublished = lane.unpublished, 0.0
+            start = before if lane.state.limit < before else lane.state.limit - grown
+            generation = lease.generation if lease is not None else lane.generation
+            self._shared.publish(
+                lane.model, start, lane.state.limit, generation, self._policy.initial, lambda v: self._adopt(lane, v)
+            )
+        return instead
 
-    def _adopt(self, shared_limit: float | None, generation: int | None = None) -> None:
+    def _hint(self, lane: _Lane, error: BaseException | None, now: float) -> ProviderError | None:
+        """What a wait the server asked for means for the model: a spent quota shuts its gate until the reset; any
+        wait longer than ``pause_max`` pauses it (fail over now). Request-scope failures concern no one else."""
+        if not isinstance(error, ProviderError) or not error.retry_after or error.retry_after <= 0:
+            return None
+        if error.scope is Scope.REQUEST or error.scope is Scope.LOCAL:
+            return None
+        if not (is_backpressure(error) or error.kind == QUOTA_EXHAUSTED):
+            return None
+        seconds = error.retry_after
+        if seconds > self._config.pause_max:
+            if error.kind == QUOTA_EXHAUSTED:  # already final for this call, and its kind says more than a pause
+                self._pause(lane, seconds, "quota spent until its reset")
+                return None
+            why = f"told Retry-After {seconds:g} s"
+            self._pause(lane, seconds, why)
+            return ModelPaused(lane.model, seconds, why)  # this call fails over now too, instead of waiting
+        if error.kind == QUOTA_EXHAUSTED:
+            self._shut_gate(lane, now + seconds, share=True)
+        return None
+
+    def _gate_learns(
+        self, lane: _Lane, error: BaseException | None, started: float, in_flight: int, now: float
+    ) -> tuple[concurrency.Signal, bool]:
+        """The gate's view of one finished attempt; a pause of the model when refusals come as a burst. Returns the
+        attempt's signal for the limit (refusals say nothing about the load once pauses were shown futile, and a
+        spent quota none at all) and whether it made the gate pause."""
+        signal = concurrency.signal_of(error)
+        if isinstance(error, ProviderError) and error.kind == QUOTA_EXHAUSTED:
+            return concurrency.Signal.FAILURE, False
+        if signal is not concurrency.Signal.BACKPRESSURE and signal is not concurrency.Signal.OK:
+            return signal, False
+        refused = signal is concurrency.Signal.BACKPRESSURE
+        retry_after = error.retry_after if refused and isinstance(error, ProviderError) else None
+        if retry_after is not None and retry_after > self._config.pause_max:
+            retry_after = None  # a pause, not a gate (``_hint``)
+        before = lane.gate.shut_until
+        lane.gate = gate.finished(self._gate_policy, lane.gate, now, started, in_flight, refused, retry_after)
+        burst = lane.gate.shut_until > before and lane.gate.shut_until > now
+        if burst:
+            self._shut_gate(lane, lane.gate.shut_until, share=True)
+            if self._log is not None:
+                seconds = round(lane.gate.shut_until - now, 3)
+                self._log.info("gate_pause", model=lane.model, seconds=seconds, burst_share=lane.gate.burst_share)
+        if refused and gate.refusals_ignore_load(lane.gate, now):
+            return concurrency.Signal.FAILURE, burst
+        return signal, burst
+
+    def _shared_view(self, model: str, limit: float | None, generation: int | None, gate_s: float) -> None:
+        """What Redis says about a model (another process's cut, growth, or gate)."""
+        lane = self._lane(model)
+        if gate_s > 0:
+            self._shut_gate(lane, self._clock.now() + min(gate_s, self._config.pause_max), share=False)
+        self._adopt(lane, limit, generation)
+
+    def _adopt(self, lane: _Lane, shared_limit: float | None, generation: int | None = None) -> None:
         """Take the limit every process shares (Redis has the last word on it), plus this process's growth not yet
         published; after a cut made by any process (a new ``generation``), also the cut's consequences: slow start
         ends and growth starts over from the cut, in every process, as in the one that made it."""
         if shared_limit is None or not self._adaptive:
             return
-        before = self.limit
-        if generation is not None and generation != self._generation:
-            self._generation, self._unpublished = generation, 0.0
-            self._state = concurrency.follow(self._policy, self._state, shared_limit, time.monotonic())
+        before = lane.limit
+        if generation is not None and generation != lane.generation:
+            lane.generation, lane.unpublished = generation, 0.0
+            lane.state = concurrency.follow(self._policy, lane.state, shared_limit, self._clock.now())
         else:
-            self._state = concurrency.adopt(self._policy, self._state, shared_limit + self._unpublished)
-        if self._state.permits != before:
-            self._changed("shared")
+            lane.state = concurrency.adopt(self._policy, lane.state, shared_limit + lane.unpublished)
+        if lane.state.permits != before:
+            self._changed(lane, "shared")
 
-    def _changed(self, reason: str) -> None:
-        old, self.limit = self.limit, self._state.permits
-        if self.limit > old:
+    def _changed(self, lane: _Lane, reason: str) -> None:
+        old, lane.limit = lane.limit, lane.state.permits
+        if lane.limit > old:
             self._wake()
-        now = time.monotonic()
-        if self._log is not None and old != self.limit and (self.limit < old or now - self._logged_at >= LOG_EVERY_S):
-            self._logged_at = now
-            self._log.info("limit_change", limit=self.limit, previous=old, reason=reason, in_flight=self.in_flight)
+        now = self._clock.now()
+        if self._log is None or old == lane.limit:
+            return
+        if lane.limit < old or now - lane.logged_at >= LOG_EVERY_S:
+            lane.logged_at = now
+            self._log.info(
+                "limit_change",
+                model=lane.model,
+                limit=lane.limit,
+                previous=old,
+                reason=reason,
+                in_flight=lane.in_flight,
+                endpoint_in_flight=self.in_flight,
+            )

@@ -51,6 +51,8 @@ from dataclasses import dataclass
 
 from resilient_llm.errors import BreakerOpen, ConfigError, ProviderTimeout, is_backpressure
 
+EDGE_MARGIN = 2.0  # permits past the last refused level after which the limit is no longer at the capacity's edge
+
 
 class Signal(enum.StrEnum):
     """What one finished attempt says about the endpoint's capacity."""
@@ -97,6 +99,8 @@ class LimitPolicy:
     baseline_windows: int = 100  # a lasting rise moves the baseline 1/n of the gap per window
     min_window_samples: int = 8  # finished attempts a window needs before it is judged
     token_floor: int = 32  # latency is scaled to an answer of this many tokens
+    min_refused_share: float = 0.15  # refusals cut when at least this share of what was sent at their level
+    client_bound_share: float = 0.5  # our own delay beyond this share of an answer (or of the baseline): not timed
 
     def __post_init__(self) -> None:
         for name in ("initial", "min_limit", "max_limit", "baseline_windows", "min_window_samples", "token_floor"):
@@ -113,6 +117,8 @@ class LimitPolicy:
             ("separation", 0.0, 1.0, "a number in [0, 1]"),
             ("tolerance", 1.05, 10.0, "a number in [1.05, 10]"),
             ("latency_backoff_min", 0.1, 0.99, "a number in [0.1, 0.99]"),
+            ("min_refused_share", 0.0, 1.0, "a number in [0, 1]"),
+            ("client_bound_share", 0.05, 1.0, "a number in [0.05, 1]"),
         ):
             value = getattr(self, name)
             _check(name, value, isinstance(value, int | float) and low <= value <= high, accepted)
@@ -128,6 +134,8 @@ class Sample:
     in_flight: int  # attempts in flight when it started
     in_flight_end: int | None = None  # ... and when it finished (None: as at the start)
     completion_tokens: int | None = None  # from ``usage``, when the provider sent it
+    client_delay: float = 0.0  # of its latency, seconds our own process was late (its event loop lagging)
+    burst: bool = False  # a refusal that made the gate pause (refusals in a row: ``policy/gate.py``)
 
     def __post_init__(self) -> None:
         _check("Sample.start", self.start, math.isfinite(self.start), "a finite number of seconds")
@@ -135,6 +143,8 @@ class Sample:
         _check("Sample.in_flight", self.in_flight, isinstance(self.in_flight, int) and self.in_flight >= 1, ">= 1")
         end = self.in_flight_end
         _check("Sample.in_flight_end", end, end is None or (isinstance(end, int) and end >= 1), "None or >= 1")
+        delay = self.client_delay
+        _check("Sample.client_delay", delay, isinstance(delay, int | float) and delay >= 0, "a number of seconds >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +155,14 @@ class Window:
     opened: float | None = None
     samples: int = 0
     answered: int = 0
-    latency_sum: float = 0.0  # of the answered attempts' latency signals
+    timed: int = 0  # answered attempts whose latency was the server's (not mostly our own process's delay)
+    latency_sum: float = 0.0  # of the timed attempts' latency signals
+    delay_sum: float = 0.0  # of the answered attempts' client delays (our own process's part of their latency)
     peak: int = 0  # most attempts in flight seen
     answered_max: int = 0  # most attempts in flight at the start of one that got an answer
     refused_min: int | None = None  # fewest in flight at the start of one that was refused
+    answered_top: int = 0  # answered with in flight >= ``separation`` times the most seen answered so far
+    bursts: int = 0  # refusals among them that made the gate pause
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +179,7 @@ class LimitState:
     cut_mean: float | None = None  # the window latency behind the last latency decrease, until the next window
     cut_ratio: float = 1.0  # the share of the attempts then in flight that it left
     futile_cuts: int = 0  # latency decreases in a row after which answers did not get faster
+    refused_level: float | None = None  # the level the last backpressure cut found refused
     reason: str | None = None
 
     @property
@@ -175,6 +190,13 @@ class LimitState:
 
 def initial_state(config: LimitPolicy) -> LimitState:
     return LimitState(limit=float(config.initial))
+
+
+def at_capacity_edge(config: LimitPolicy, state: LimitState) -> bool:
+    """Whether the limit is back near the level the endpoint last refused (an extra attempt now, a hedge, would
+    likely draw a 429): from just under it until the limit has passed it by a few permits without a new refusal."""
+    level = state.refused_level
+    return level is not None and config.backoff_ratio * level - 1.0 <= state.limit <= level + EDGE_MARGIN
 
 
 def adopt(config: LimitPolicy, state: LimitState, limit: float) -> LimitState:
@@ -217,17 +239,27 @@ def update(config: LimitPolicy, state: LimitState, sample: Sample) -> LimitState
 
 def _record(config: LimitPolicy, window: Window, sample: Sample) -> Window:
     refused = sample.signal is Signal.BACKPRESSURE
-    signal = sample.end - sample.start
+    latency = sample.end - sample.start
+    # Our own loop's lateness (CPU-bound callers, the GIL) is not the server's queue: taken out of the signal, and an
+    # answer whose latency was mostly ours is not timed at all.
+    timed = not refused and sample.client_delay <= config.client_bound_share * latency
+    answered_max = window.answered_max if refused else max(window.answered_max, sample.in_flight)
+    top = not refused and sample.in_flight >= config.separation * answered_max
+    signal = max(0.0, latency - sample.client_delay)
     if sample.completion_tokens:
         signal *= min(1.0, config.token_floor / sample.completion_tokens)
     return Window(
         opened=sample.end if window.opened is None else window.opened,
         samples=window.samples + 1,
         answered=window.answered + (not refused),
-        latency_sum=window.latency_sum + (0.0 if refused else signal),
+        timed=window.timed + timed,
+        latency_sum=window.latency_sum + (signal if timed else 0.0),
+        delay_sum=window.delay_sum + (0.0 if refused else sample.client_delay),
         peak=max(window.peak, sample.in_flight, sample.in_flight_end or 0),
-        answered_max=window.answered_max if refused else max(window.answered_max, sample.in_flight),
+        answered_max=answered_max,
         refused_min=min(window.refused_min or sample.in_flight, sample.in_flight) if refused else window.refused_min,
+        answered_top=window.answered_top + top,
+        bursts=window.bursts + (refused and sample.burst),
     )
 
 
@@ -239,15 +271,27 @@ def _judge(config: LimitPolicy, state: LimitState, window: Window, sample: Sampl
     state = dataclasses.replace(state, window=Window())
     refused = window.refused_min
     hiccup = window.samples - window.answered < 2 and window.peak < config.min_utilisation * state.limit
-    if refused is not None and refused >= config.separation * window.answered_max and not hiccup:
+    # Refusal share against load: a capacity edge refuses much of what is sent at the top of the levels in use, and
+    # answers below it; a limiter refusing a request here and there whatever the load also answers most attempts
+    # sent at the top. Those refusals are each request's own (it waits its Retry-After), not the limit's.
+    refusals = window.samples - window.answered
+    at_level = refusals + window.answered_top
+    share = refusals / at_level if at_level else 0.0
+    above_answers = refused is not None and refused >= config.separation * window.answered_max
+    # In slow start the first refusal above the answered levels is the edge (an overshoot that doubles per round trip
+    # must stop now); after it, refusals must be a share of the top level's attempts, or a burst the gate paused for.
+    load_related = state.slow_start or share >= config.min_refused_share or window.bursts > 0
+    if refused is not None and above_answers and load_related and not hiccup:
         # Refused above every level that got answers: the capacity's edge, cut just below it (none answered: plain cut).
         level = min(state.limit, float(refused)) if window.answered_max else state.limit
         ratio = config.backoff_ratio**2 if state.slow_start else config.backoff_ratio
         return _decrease(config, state, level, ratio, sample.end, "backpressure")
-    if window.answered < config.min_window_samples:
+    if window.timed < config.min_window_samples:
         return state
-    mean = window.latency_sum / window.answered
+    mean = window.latency_sum / window.timed
     baseline = mean if state.baseline is None else state.baseline
+    if window.delay_sum / window.answered > config.client_bound_share * baseline:
+        return state  # our own process is the bottleneck: fewer attempts in flight would not answer faster
     queueing = mean > config.tolerance * baseline and window.peak >= config.min_utilisation * state.limit
     futile = 0
     if state.cut_mean is not None and mean >= state.cut_mean * (1.0 + state.cut_ratio) / 2:
@@ -276,6 +320,7 @@ def _decrease(
     return dataclasses.replace(
         state,
         limit=limit,
+        refused_level=level if reason == "backpressure" else state.refused_level,
         slow_start=False,
         decreased_at=now,
         plateau=plateau,

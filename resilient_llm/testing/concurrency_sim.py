@@ -87,7 +87,8 @@ def simulate(
     waiting: collections.deque[int] = collections.deque()
     queue: collections.deque[tuple[float, int, int]] = collections.deque()  # admitted, waiting for a worker
     capacity = endpoint.capacity
-    now = in_flight = admitted = serving = started_calls = completed = requests = refusals = peak = 0
+    now = 0.0
+    in_flight = admitted = serving = started_calls = completed = requests = refusals = peak = 0
     gate_policy, gate_state = gate_policy or gates.GatePolicy(), gates.GateState()
     pauses = 0
     tokens, refilled = float(endpoint.burst), 0.0
@@ -141,8 +142,8 @@ def simulate(
         elif kind == "want":
             waiting.append(int(payload[0]))  # type: ignore[call-overload]
         elif kind == "done":
-            caller, began, flight, served = payload
-            assert isinstance(caller, int)
+            finished, began, flight, served = payload
+            assert isinstance(finished, int)
             assert isinstance(began, float | int)
             assert isinstance(flight, int)
             in_flight -= 1
@@ -157,7 +158,12 @@ def simulate(
             if not served and gate and gates.refusals_ignore_load(gate_state, now):
                 signal = Signal.FAILURE  # refusals whatever the load: not about the limit
             output = endpoint.tokens(rng) if served else None
-            sample = Sample(signal, float(began), now, flight, in_flight + 1, output)
+            was_shut = gates.is_shut(gate_state, now)
+            if gate:
+                retry_after = None if served else endpoint.retry_after
+                gate_state = gates.finished(gate_policy, gate_state, now, float(began), flight, not served, retry_after)
+            burst = not was_shut and gates.is_shut(gate_state, now)
+            sample = Sample(signal, float(began), now, flight, in_flight + 1, output, burst=burst)
             if fixed is None:
                 state = update(config, state, sample)
                 states.append(state)
@@ -169,15 +175,11 @@ def simulate(
                 completed += 1
                 if started_calls < calls:
                     started_calls += 1
-                    waiting.append(caller)
-            if gate:
-                was_shut = gates.is_shut(gate_state, now)
-                retry_after = None if served else endpoint.retry_after
-                gate_state = gates.finished(gate_policy, gate_state, now, float(began), flight, not served, retry_after)
-                if not was_shut and gates.is_shut(gate_state, now):
-                    pauses += 1
-                    push(gate_state.shut_until, "gate")
+                    waiting.append(finished)
+            if burst:
+                pauses += 1
+                push(gate_state.shut_until, "gate")
             if not served:
-                push(now + endpoint.retry_after, "want", caller)  # a refused call waits its own Retry-After
+                push(now + endpoint.retry_after, "want", finished)  # a refused call waits its own Retry-After
         drain()
     return Result(limits, now, completed, requests, refusals, peak, states, latencies, arrivals, pauses)

@@ -8,7 +8,8 @@ faults by kind and Retry-After violations (a request repeated sooner than the Re
 
 ``capacity`` admits at most ``capacity`` requests at once (``set_capacity`` changes it while running) and answers the
 rest with an immediate 429 and Retry-After; ``clean-500ms`` and ``capacity`` answer in 500 +- 100 ms (a judge call).
-``throttle`` is a token bucket (50 requests a second, bursts of 50): a request without a token gets an immediate 429.
+``throttle`` is a token bucket (50 requests a second, bursts of 50): a request without a token gets an immediate 429;
+``throttle-late`` answers it after the usual latency instead (a bucket behind a proxy).
 
 Per model name it also fails the way OpenRouter fails for one model (``testing/catalogue.py``: a reasoning model
 truncated by ``max_tokens``, no provider, a spent free quota, retry hints only in the body, moderation, ...); every
@@ -306,7 +307,7 @@ class FaultServer:
                 kind, at_once = "http_429", True
                 self._counters.capacity_refusals += 1
             elif self._bucket is not None and not self._bucket.take(now):
-                kind, at_once = "http_429", True
+                kind, at_once = "http_429", not self._profile.late_refusals
                 self._counters.rate_refusals += 1
             else:
                 kind = behaviour_kind(

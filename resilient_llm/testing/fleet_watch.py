@@ -1,8 +1,9 @@
 """Watching a fleet from outside: the fault server's counters and the shared limit's Redis keys, sampled on a thread.
 
 The shared limit's keys are read the way its scripts read them (``stores/shared_limit.py``): a permit is a member of
-the ``holders`` sorted set named ``<process>:<n>`` whose score, its lease's expiry, is still ahead of Redis's clock.
-Grouping members by ``<process>`` tells which process holds how many permits, without asking the processes.
+the endpoint's ``holders`` sorted set named ``<process>:<model hash>:<n>`` whose score, its lease's expiry, is still
+ahead of Redis's clock. Grouping members by ``<process>:<model hash>`` tells which process holds how many permits
+(for a fleet calling one model, one group per process), without asking the processes.
 """
 
 from __future__ import annotations
@@ -30,24 +31,28 @@ class Sample:
     server: dict[str, Any]
     holders: dict[str, int] | None  # live permits per process; None when Redis did not answer
     limit: float | None  # the shared limit's value; None while unset or Redis is away
-    newest: dict[str, int] = field(default_factory=dict)  # per process, the highest permit number seen
+    newest: dict[str, int] = field(default_factory=dict)  # per process, its permits' latest expiry (Redis ms)
 
 
 def read_limit_keys(client: redis.Redis) -> tuple[dict[str, int], dict[str, int], float | None]:
-    """Live permits per process, the newest permit number per process, and the shared limit (one endpoint)."""
+    """Live permits per process, their latest expiry per process, and the shared limit (one endpoint)."""
     now_s, now_us = client.time()
     now_ms = now_s * 1000 + now_us // 1000
     holders: dict[str, int] = {}
     newest: dict[str, int] = {}
     limit = None
     for key in client.scan_iter(match="resilient_llm:limit:*:holders"):
-        members: list[bytes] = client.zrangebyscore(key, now_ms, "+inf")  # type: ignore[assignment]
-        for member in members:
-            process, _, number = member.decode().rpartition(":")
+        members: list[tuple[bytes, float]] = client.zrangebyscore(  # type: ignore[assignment]
+            key, now_ms, "+inf", withscores=True
+        )
+        for member, expiry in members:
+            process, _, _ = member.decode().rpartition(":")
             holders[process] = holders.get(process, 0) + 1
-            newest[process] = max(newest.get(process, -1), int(number))
-        raw = client.hget(key.decode().removesuffix("holders") + "limit", "value")
-        limit = None if raw is None else float(raw)
+            newest[process] = max(newest.get(process, -1), int(expiry))  # moves with every new or renewed permit
+        for limit_key in client.scan_iter(match=key.decode().removesuffix("holders") + "m:*:limit"):
+            raw = client.hget(limit_key, "value")
+            if raw is not None:
+                limit = max(float(raw), limit or 0.0)
     return holders, newest, limit
 
 
@@ -119,9 +124,9 @@ class Watch:
 
 
 def silent_process(samples: list[Sample], since: float, after: float) -> str | None:
-    """The process that took no new permit in the ``after`` seconds following the first look at Redis made at least
-    0.2 s after ``since`` (a process killed at ``since``; the others take new permits all the time), while holding
-    some then; None if there is not exactly one."""
+    """The process that neither took nor renewed a permit in the ``after`` seconds following the first look at Redis
+    made at least 0.2 s after ``since`` (a process killed at ``since``; the others renew theirs every second), while
+    holding some then; None if there is not exactly one."""
     base = next((s for s in samples if s.t >= since + 0.2 and s.holders), None)
     if base is None or base.holders is None:
         return None

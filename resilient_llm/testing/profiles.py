@@ -48,7 +48,8 @@ class Profile:
     outage: tuple[float, float] | None = None  # (starts after s, lasts s): every request gets a 503
     capacity: int | None = None  # requests admitted at once; the rest get an immediate 429 with Retry-After
     latency: tuple[float, float] | None = None  # each answer's latency drawn from [low, high] s, unless latency_s
-    rate: tuple[float, int] | None = None  # a token bucket (requests per s, burst); beyond: an immediate 429
+    rate: tuple[float, int] | None = None  # a token bucket (requests per s, burst); beyond: a 429
+    late_refusals: bool = False  # the token bucket's 429 comes after the answer latency instead of at once
 
     def draw(self, seed: str) -> str:
         """The fault kind for one request, from its seed."""
@@ -88,6 +89,8 @@ PROFILES: dict[str, Profile] = {
     "clean-500ms": Profile(latency=(0.4, 0.6)),  # a short judge call's latency
     "capacity": Profile(capacity=100, latency=(0.4, 0.6)),  # at most 100 in flight, 429 beyond
     "throttle": Profile(rate=(50.0, 50), latency=(0.04, 0.06)),  # 50 requests/s, bursts of 50, 429 beyond
+    # the same bucket behind a proxy: its 429 takes as long as an answer, so many requests are out before one returns
+    "throttle-late": Profile(rate=(50.0, 50), latency=(0.04, 0.06), late_refusals=True),
 }
 
 KNOWN_MODELS = ("openai/gpt-4o-mini", "openai/gpt-4.1-mini", "anthropic/claude-3.5-haiku")

@@ -1,0 +1,254 @@
+"""The limit layer per model under the endpoint's ceiling, on a fake clock: isolation, pauses, deadlines, has_room."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import pytest
+
+from resilient_llm.errors import BreakerOpen, ErrorResponse, Scope, is_retryable
+from resilient_llm.layers.limit import LimitConfig, LimitHandler, ModelPaused
+from resilient_llm.testing.clock import FakeClock
+from resilient_llm.types import ChatRequest, ChatResult, Outcome, Usage
+
+T = TypeVar("T")
+HEALTHY = "openai/gpt-4o-mini"
+TROUBLED = "meta-llama/llama-3.3-70b-instruct:free"
+
+
+def request(model: str, **fields: Any) -> ChatRequest:
+    return ChatRequest(model, ({"role": "user", "content": "q"},), **fields)
+
+
+class Endpoint:
+    """A fake endpoint on the fake clock: per model a latency, or an error to raise; counts what was sent."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.latency: dict[str, float] = {}
+        self.errors: dict[str, Callable[[], BaseException]] = {}
+        self.sent: dict[str, list[float]] = {}
+        self.in_flight = 0
+        self.peak = 0
+
+    async def handle(self, req: ChatRequest) -> ChatResult:
+        self.sent.setdefault(req.model, []).append(self.clock.now())
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await self.clock.sleep(self.latency.get(req.model, 0.5))
+            make_error = self.errors.get(req.model)
+            if make_error is not None:
+                raise make_error()
+            return ChatResult("A", Outcome.OK, req.model, usage=Usage(completion_tokens=5))
+        finally:
+            self.in_flight -= 1
+
+
+def run(clock: FakeClock, scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(clock.run(scenario()))
+
+
+def refused(retry_after: float, kind: str = "http_429") -> Callable[[], BaseException]:
+    return lambda: ErrorResponse("slow down", kind=kind, status=429, retry_after=retry_after, scope=Scope.MODEL)
+
+
+async def timed(clock: FakeClock, call: Awaitable[T]) -> tuple[T | BaseException, float]:
+    """What a call returned or raised, and how long it took on the fake clock."""
+    started = clock.now()
+    try:
+        result: T | BaseException = await call
+    except Exception as exc:
+        result = exc
+    return result, clock.now() - started
+
+
+def test_a_model_refused_in_a_burst_does_not_slow_another_model() -> None:
+    """Two 429s with Retry-After 30 s in a row shut the troubled model's gate; the healthy model's calls go on at
+    their own latency meanwhile, and the troubled model's next call waits the 30 s."""
+    clock = FakeClock(start=0.0)
+    endpoint = Endpoint(clock)
+    endpoint.errors[TROUBLED] = refused(30.0)
+    limit = LimitHandler(endpoint, LimitConfig(), clock=clock)
+
+    async def scenario() -> tuple[list[float], float]:
+        for _ in range(2):
+            with pytest.raises(ErrorResponse):
+                await limit.handle(request(TROUBLED))
+        del endpoint.errors[TROUBLED]
+        waiting = asyncio.ensure_future(timed(clock, limit.handle(request(TROUBLED))))
+        healthy = await asyncio.gather(*(timed(clock, limit.handle(request(HEALTHY))) for _ in range(40)))
+        _, troubled_took = await waiting
+        return [took for _, took in healthy], troubled_took
+
+    healthy, troubled = run(clock, scenario)
+    assert max(healthy) <= 1.0  # 40 calls, 20 slots at first, 0.5 s each
+    assert troubled >= 29.0
+
+
+def test_every_model_together_stays_under_the_endpoint_ceiling_and_a_full_model_holds_no_one_back() -> None:
+    """Ceiling 6: a slow model's 20 queued calls never take the endpoint past 6 in flight, and a fast model's
+    calls, arriving after them, are served as the fast model's own limit allows, not behind the slow queue."""
+    clock = FakeClock(start=0.0)
+    endpoint = Endpoint(clock)
+    endpoint.latency[TROUBLED] = 10.0
+    limit = LimitHandler(endpoint, LimitConfig(mode="fixed", max_concurrent=6), clock=clock)
+
+    async def scenario() -> list[float]:
+        slow = [asyncio.ensure_future(limit.handle(request(TROUBLED))) for _ in range(20)]
+        await clock.sleep(0.1)
+        assert limit.in_flight == 6
+        # Only when a slow call ends is there room: the first slot freed goes to the longest waiter, the slow model's.
+        fast = await asyncio.gather(*(timed(clock, limit.handle(request(HEALTHY))) for _ in range(4)))
+        await asyncio.gather(*slow)
+        return [took for _, took in fast]
+
+    fast = run(clock, scenario)
+    assert endpoint.peak <= 6
+    assert max(fast) <= 35.0  # arrival order across models: behind the slow calls that queued first, no more
+
+
+def test_a_full_model_lane_does_not_block_another_model_under_the_ceiling() -> None:
+    """A model at its own limit (20 in flight, 30 queued) leaves the endpoint's other slots to another model."""
+    clock = FakeClock(start=0.0)
+    endpoint = Endpoint(clock)
+    endpoint.latency[TROUBLED] = 60.0
+    limit = LimitHandler(endpoint, LimitConfig(max_concurrent=64), clock=clock)
+
+    async def scenario() -> float:
+        slow = [asyncio.ensure_future(limit.handle(request(TROUBLED))) for _ in range(50)]
+        await clock.sleep(0.1)
+        assert limit.limit_of(TROUBLED) == 20
+        _, took = await timed(clock, limit.handle(request(HEALTHY)))
+        await asyncio.gather(*slow)
+        return took
+
+    assert run(clock, scenario) == pytest.approx(0.5, abs=0.05)
+
+
+def test_a_retry_after_beyond_pause_max_fails_the_model_over_until_it_ends() -> None:
+    """Retry-After 3600 s (pause_max 60 s): that call ends with ModelPaused (model scope, not retryable, the time left
+    in its message); the model's next calls fail at once without a request; another model is untouched; after the
+    hour the model's calls are sent again."""
+    clock = FakeClock(start=0.0)
+    endpoint = Endpoint(clock)
+    endpoint.errors[TROUBLED] = refused(3600.0)
+    limit = LimitHandler(endpoint, LimitConfig(), clock=clock)
+
+    async def scenario() -> None:
+        with pytest.raises(ModelPaused) as told:
+            await limit.handle(request(TROUBLED))
+        assert (told.value.kind, told.value.scope, is_retryable(told.value)) == ("model_paused", Scope.MODEL, False)
+        assert isinstance(told.value.__cause__, ErrorResponse)
+        del endpoint.errors[TROUBLED]
+        result, took = await timed(clock, limit.handle(request(TROUBLED)))
+        assert isinstance(result, ModelPaused)
+        assert took == 0.0
+        assert "paused for another 3600.0 s" in str(result)
+        assert len(endpoint.sent[TROUBLED]) == 1
+        assert not limit.has_room(TROUBLED)
+        assert (await limit.handle(request(HEALTHY))).outcome is Outcome.OK
+        await clock.sleep(3600.0)
+        assert (await limit.handle(request(TROUBLED))).outcome is Outcome.OK
+
+    run(clock, scenario)
+
+
+def test_a_spent_quota_is_remembered_until_its_reset() -> None:
+    """quota_exhausted with its reset in 2 h: one request (its call ends with the quota error), then every call
+    fails over at once for 2 h, then goes."""
+    clock = FakeClock(start=0.0)
+    endpoint = Endpoint(clock)
+    endpoint.errors[TROUBLED] = refused(7200.0, kind="quota_exhausted")
+    limit = LimitHandler(endpoint, LimitConfig(), clock=clock)
+
+    async def scenario() -> None:
+        with pytest.raises(ErrorResponse, match="slow down"):
+            await limit.handle(request(TROUBLED))
+        for _ in range(49):
+            with pytest.raises(ModelPaused, match="quota"):
+                await limit.handle(request(TROUBLED))
+        assert len(endpoint.sent[TROUBLED]) == 1
+        del endpoint.errors[TROUBLED]
+        await clock.sleep(7200.0)
+        assert (await limit.handle(request(TROUBLED))).outcome is Outcome.OK
+
+    run(clock, scenario)
+
+
+def test_a_quota_reset_soon_shuts_the_model_gate_until_then() -> None:
+    """quota_exhausted resetting in 20 s (under pause_max): the model's next calls wait for the reset, once each."""
+    clock = FakeClock(start=0.0)
+    endpoint = Endpoint(clock)
+    endpoint.errors[TROUBLED] = refused(20.0, kind="quota_exhausted")
+    limit = LimitHandler(endpoint, LimitConfig(), clock=clock)
+
+    async def scenario() -> list[float]:
+        with pytest.raises(ErrorResponse):
+            await limit.handle(request(TROUBLED))
+        del endpoint.errors[TROUBLED]
+        calls = await asyncio.gather(*(timed(clock, limit.handle(request(TROUBLED))) for _ in range(5)))
+        return [took for _, took in calls]
+
+    took = run(clock, scenario)
+    assert all(19.0 <= t <= 21.0 for t in took)
+    assert len(endpoint.sent[TROUBLED]) == 6
+
+
+def test_a_gate_never_holds_a_call_past_its_deadline() -> None:
+    """A 30 s gate and a call with 5 s left: it fails over at once (ModelPaused), queued or arriving."""
+    clock = FakeClock(start=0.0)
+    endpoint = Endpoint(clock)
+    endpoint.errors[TROUBLED] = refused(30.0)
+    limit = LimitHandler(endpoint, LimitConfig(), clock=clock)
+
+    async def scenario() -> tuple[BaseException | ChatResult, float]:
+        for _ in range(2):
+            with pytest.raises(ErrorResponse):
+                await limit.handle(request(TROUBLED))
+        return await timed(clock, limit.handle(request(TROUBLED, deadline=clock.now() + 5.0)))
+
+    result, took = run(clock, scenario)
+    assert isinstance(result, ModelPaused)
+    assert took == 0.0
+
+
+def test_the_limit_goes_on_the_call_record_and_the_trial_on_the_request() -> None:
+    """record.limit is the model's limit when the attempt went out; may_send sees the request, so only the
+    breaker's trial passes while it holds the rest back."""
+    clock = FakeClock(start=0.0)
+    endpoint = Endpoint(clock)
+    limit = LimitHandler(endpoint, LimitConfig(initial=7), clock=clock, may_send=lambda r: r.trial)
+
+    async def scenario() -> None:
+        trial = request(HEALTHY, trial=True)
+        assert (await limit.handle(trial)).outcome is Outcome.OK
+        assert trial.record.limit == 7
+        with pytest.raises(BreakerOpen):
+            await limit.handle(request(HEALTHY))
+
+    run(clock, scenario)
+
+
+def test_has_room_follows_the_model_limit_and_the_ceiling() -> None:
+    """has_room: below the model's limit and the ceiling; not while its gate is shut; per model."""
+    clock = FakeClock(start=0.0)
+    endpoint = Endpoint(clock)
+    endpoint.latency[TROUBLED] = 100.0
+    limit = LimitHandler(endpoint, LimitConfig(mode="fixed", max_concurrent=3), clock=clock)
+
+    async def scenario() -> None:
+        assert limit.has_room(TROUBLED)
+        assert limit.has_room(HEALTHY)
+        held = [asyncio.ensure_future(limit.handle(request(TROUBLED))) for _ in range(3)]
+        await clock.sleep(1.0)
+        assert not limit.has_room(HEALTHY)  # the endpoint's ceiling
+        for task in held:
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
+        assert limit.has_room(HEALTHY)
+        assert limit.in_flight == 0
+
+    run(clock, scenario)
