@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Unpack
 
 from resilient_llm import hop, redact, runtime
+from resilient_llm.clock import SYSTEM_CLOCK, Clock
 from resilient_llm.config import Config
 from resilient_llm.logs import LogSink, make_logger
 from resilient_llm.prometheus import exporter
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     import httpx
 
     from resilient_llm.layers.breaker import BreakerSnapshot
-    from resilient_llm.layers.retry import Sleep
 
 
 class Engine:
@@ -42,7 +42,7 @@ class Engine:
         config: Config,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Sleep | None = None,
+        clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
     ) -> None:
         refuse_at_exit()
@@ -60,7 +60,7 @@ class Engine:
         self._thread.start()
 
         async def build() -> Stack:  # built on the engine loop, where its primitives will live
-            return build_stack(config, self.log, transport=transport, sleep=sleep, rng=rng, metrics=self._metrics)
+            return build_stack(config, self.log, transport=transport, clock=clock, rng=rng, metrics=self._metrics)
 
         try:
             self._stack = asyncio.run_coroutine_threadsafe(build(), self._loop).result()

@@ -6,17 +6,19 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from resilient_llm.clock import SYSTEM_CLOCK, Clock
 from resilient_llm.config import Config
 from resilient_llm.layers.breaker import BreakerConfig, BreakerHandler
 from resilient_llm.layers.cache import CacheConfig, CacheHandler, CacheMode
 from resilient_llm.layers.fallback import FallbackHandler
-from resilient_llm.layers.hedge import HedgeHandler
+from resilient_llm.layers.hedge import AttemptTimer, HedgeHandler
 from resilient_llm.layers.http import HTTPHandler
 from resilient_llm.layers.limit import LimitConfig, LimitHandler
 from resilient_llm.layers.litellm_route import LiteLLMHandler
 from resilient_llm.layers.observe import ObserveHandler
-from resilient_llm.layers.retry import RetryHandler, Sleep
+from resilient_llm.layers.retry import RetryHandler
 from resilient_llm.layers.shared_permits import SharedPermits
+from resilient_llm.policy.hedge import LatencyWindows
 from resilient_llm.recorder import Metrics
 from resilient_llm.stores import CacheStore
 from resilient_llm.stores.breaker_state import SharedBreakerState
@@ -87,33 +89,42 @@ def build_stack(
     logger: Any,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
-    sleep: Sleep | None = None,
+    clock: Clock = SYSTEM_CLOCK,
     rng: random.Random | None = None,
     metrics: Metrics | None = None,
 ) -> Stack:
-    """observe → cache → fallback(primary: retry → breaker → [hedge] → limit → http; then litellm, neutral)."""
+    """observe → cache → fallback(primary: retry → breaker → hedge → limit → timer → http; then litellm, neutral)."""
     http = HTTPHandler(config.http, config.limit.ceiling, transport)
+    windows = LatencyWindows(config.hedge.quantile)
+    timer = AttemptTimer(http, config.hedge, windows, clock=clock)
+    shared = make_shared(config, logger)
     # The breaker wraps the limit, yet the limit asks it whether an attempt may still go out: bound once it exists.
     limit = LimitHandler(
-        http,
+        timer,
         config.limit,
         logger=logger,
         may_send=lambda request: breaker.may_send(request),
-        shared=make_shared(config, logger),
+        shared=shared,
+        clock=clock,
     )
     attempt: Handler = limit
-    if config.hedge.enabled:
+    # A limit shared through Redis stands for an account's in-flight budget: a hedge's cancelled loser may still be
+    # running at the endpoint after its permit is back, so no hedging there.
+    if config.hedge.enabled and shared is None:
+        # The hedge layer sits below the breaker it asks: bound once the breaker exists.
         attempt = HedgeHandler(
             limit,
             config.hedge,
-            may_hedge=lambda: breaker.state == "closed" and limit.in_flight < limit.limit,
+            windows,
+            may_hedge=lambda request: breaker.is_closed(request.model) and limit.has_room(request.model),
             logger=logger,
+            clock=clock,
         )
     has_other_provider = "litellm" in config.fallback.routes and bool(config.litellm.model)
     # Another provider answering now beats waiting out an outage; with none, calls wait for the endpoint.
     outage_wait = 0.0 if has_other_provider else config.breaker.outage_wait
     breaker = make_breaker(config.breaker, attempt, "openrouter", config.http.base_url, logger, outage_wait=outage_wait)
-    retry = RetryHandler(breaker, config.retry, sleep=sleep, rng=rng, interrupt=breaker.opened_any)
+    retry = RetryHandler(breaker, config.retry, clock=clock, rng=rng, interrupt=breaker.opened)
     routes: list[tuple[str, Handler]] = []
     if has_other_provider:
         litellm = LimitHandler(

@@ -8,9 +8,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from resilient_llm.errors import CallFailed, ErrorResponse, ProviderTimeout
+from resilient_llm.errors import ErrorResponse, ProviderTimeout
 from resilient_llm.layers.limit import LimitConfig, LimitHandler
-from resilient_llm.layers.retry import RetryConfig, RetryHandler
 from resilient_llm.types import ChatRequest, ChatResult, Outcome, Usage
 
 MODEL = "openai/gpt-4o-mini"
@@ -34,48 +33,6 @@ class Fake:
     async def handle(self, req: ChatRequest) -> ChatResult:
         self.calls += 1
         return await self.respond(req)
-
-
-def test_a_pending_retry_stops_backing_off_when_the_interrupt_fires() -> None:
-    """A call waiting out a 20 s Retry-After tries again as soon as the breaker opens (its interrupt is set)."""
-    replies: list[BaseException | ChatResult] = [
-        ErrorResponse("slow down", kind="http_429", status=429, retry_after=20)
-    ]
-    replies.append(answer())
-
-    async def respond(_: ChatRequest) -> ChatResult:
-        reply = replies.pop(0)
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply
-
-    async def scenario() -> float:
-        interrupt = asyncio.Event()
-        retry = RetryHandler(Fake(respond), RetryConfig(), interrupt=interrupt)
-        asyncio.get_running_loop().call_later(0.1, interrupt.set)
-        started = time.monotonic()
-        result = await retry.handle(request())
-        assert (result.outcome, result.attempts) == (Outcome.OK, 2)
-        return time.monotonic() - started
-
-    assert asyncio.run(scenario()) < 2.0
-
-
-def test_retries_stop_at_the_attempt_bound_and_list_every_failure() -> None:
-    """1 + num_retries attempts, then CallFailed with each failure in order."""
-
-    async def respond(_: ChatRequest) -> ChatResult:
-        raise ProviderTimeout("slow", kind="read_timeout")
-
-    async def fast_sleep(_: float) -> None:
-        await asyncio.sleep(0)
-
-    fake = Fake(respond)
-    retry = RetryHandler(fake, RetryConfig(), sleep=fast_sleep)
-    with pytest.raises(CallFailed) as info:
-        asyncio.run(retry.handle(request(num_retries=2)))
-    assert fake.calls == 3
-    assert [f.kind for f in info.value.failures] == ["read_timeout"] * 3
 
 
 def test_waiting_attempts_are_served_in_arrival_order() -> None:

@@ -14,10 +14,19 @@ from resilient_llm.errors import (
     MalformedResponse,
     ProviderError,
     ProviderTimeout,
+    Scope,
     is_caller_mistake,
     is_retryable,
 )
-from resilient_llm.policy.retry import backoff_delay, retry_wait
+from resilient_llm.policy.retry import (
+    MAX_ATTEMPTS,
+    QUICK_DELAY_S,
+    Tally,
+    backoff_delay,
+    out_of_retries,
+    quick_retry_allowed,
+    retry_wait,
+)
 from resilient_llm.protocol import parse_retry_after
 
 
@@ -130,3 +139,66 @@ def test_a_short_retry_after_is_never_shortened_by_the_backoff_floor() -> None:
     error = ErrorResponse("slow down", kind="http_429", status=429, retry_after=0.3)
     rng = random.Random(5)
     assert all(retry_wait(1, error, base=0.5, cap=8.0, retry_after_max=60.0, rng=rng) >= 0.3 for _ in range(200))
+
+
+RESET = ConnectionFailed("reset", kind="connection_reset")
+REFUSED = ErrorResponse("slow down", kind="http_429", status=429, retry_after=1.0)
+NO_PROVIDER = ErrorResponse("no provider", kind="http_503", status=503, scope=Scope.REQUEST)
+
+
+def tally_of(*errors: ProviderError) -> Tally:
+    tally = Tally()
+    for error in errors:
+        tally = tally.after(error)
+    return tally
+
+
+def test_the_tally_counts_failures_but_not_backpressure() -> None:
+    """Attempts, counted failures and backpressure are kept apart."""
+    assert tally_of(RESET, REFUSED, RESET, REFUSED) == Tally(attempts=4, counted=2, backpressure=2)
+
+
+def test_a_quick_retry_waits_milliseconds_and_still_obeys_a_retry_after() -> None:
+    """With the budget's leave, the wait is a few jittered ms instead of the backoff; a Retry-After still wins."""
+    rng = random.Random(2)
+    quick = [retry_wait(6, RESET, base=0.5, cap=8.0, retry_after_max=60.0, rng=rng, quick=True) for _ in range(200)]
+    assert all(0.0 <= w <= QUICK_DELAY_S for w in quick)
+    assert len(set(quick)) > 100  # jittered: concurrent retries of one fault spread out
+    busy = ErrorResponse("busy", kind="http_503", status=503, retry_after=2.0)
+    assert 2.0 <= retry_wait(1, busy, base=0.5, cap=8.0, retry_after_max=60.0, rng=rng, quick=True) <= 2.2
+
+
+def test_only_isolated_faults_without_a_hint_may_spend_the_budget() -> None:
+    """Backpressure and any failure with a Retry-After wait for it: neither gets a quick retry."""
+    assert quick_retry_allowed(RESET)
+    assert quick_retry_allowed(MalformedResponse("no choices", kind="no_choices"))
+    assert not quick_retry_allowed(REFUSED)
+    assert not quick_retry_allowed(ErrorResponse("busy", kind="http_503", status=503, retry_after=2.0))
+
+
+def test_a_request_scope_failure_is_never_retried() -> None:
+    """A failure that will repeat for this request (here a 503 "no provider") is not retryable, whatever its status."""
+    assert not is_retryable(NO_PROVIDER)
+    assert is_retryable(ErrorResponse("busy", kind="http_503", status=503))
+
+
+@pytest.mark.parametrize(
+    ("errors", "num_retries", "extend", "stops"),
+    [
+        ([RESET] * 3, 2, False, True),  # out of budget: num_retries bounds the call
+        ([RESET] * 2, 2, False, False),
+        ([RESET] * 3, 2, True, False),  # the budget has a surplus: an unlucky call keeps trying
+        ([RESET] * 40, 2, True, False),
+        ([RESET, RESET, RESET, REFUSED], 2, False, False),  # backpressure never spends num_retries
+        ([REFUSED] * 50, 0, False, False),
+    ],
+)
+def test_out_of_retries(errors: list[ProviderError], num_retries: int, extend: bool, stops: bool) -> None:
+    """num_retries ends a call unless the budget's surplus pays for more; backpressure is never counted."""
+    assert out_of_retries(errors[-1], tally_of(*errors), num_retries, extend=extend) is stops
+
+
+def test_the_hard_ceiling_ends_any_call() -> None:
+    """Whatever the mix and the budget, a call ends after MAX_ATTEMPTS attempts."""
+    assert out_of_retries(RESET, tally_of(*[RESET] * MAX_ATTEMPTS), 5, extend=True)
+    assert out_of_retries(REFUSED, tally_of(*[REFUSED] * MAX_ATTEMPTS), 5, extend=False)

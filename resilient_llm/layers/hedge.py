@@ -1,79 +1,118 @@
-"""Hedged requests: when an attempt runs longer than most recent ones did, send one duplicate; the first valid answer
-wins and the other request is cancelled. Bounded by a budget, and never while the breaker is not closed, right after
-the endpoint pushed back (429/402), or when the concurrency cap is full.
+"""Stragglers, per attempt: a duplicate after about the model's p95 latency, the first valid answer wins and the other
+request is cancelled; a hung attempt cut after a multiple of the model's p99 rather than the call's whole timeout.
+
+Two layers share each model's latency window. ``AttemptTimer`` sits below the limit, where an attempt is sent: it
+times attempts from that moment (a wait for a slot or a paused gate is not the endpoint's latency), notes each in
+its model's window and cuts a hung one. ``HedgeHandler`` sits above the limit, so a duplicate takes a slot like any
+attempt. Hedges are bounded by a budget (a few percent of attempts) and follow the limit and the breaker:
+``may_hedge`` says whether the model's breaker is closed and the limit has room (below its limit, no pause after
+refusals), asked when the attempt starts (an attempt that must queue for a slot is never hedged: its wait says nothing
+about the endpoint, and a duplicate would take a queued call's slot) and again when the duplicate would go. The
+decisions are pure (``policy/hedge.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import time
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from resilient_llm.errors import is_backpressure
-from resilient_llm.policy.hedge import HedgeBudget, hedge_delay
+from resilient_llm.clock import SYSTEM_CLOCK, Clock
+from resilient_llm.errors import ProviderError, ProviderTimeout, is_backpressure
+from resilient_llm.policy.hedge import MAX_REFUSED_SHARE, HedgeBudget, LatencyWindow, LatencyWindows, attempt_timeout
 from resilient_llm.types import ChatRequest, ChatResult, Handler
-from resilient_llm.validation import BOOL, FRACTION, SECONDS, Validated, setting
+from resilient_llm.validation import BOOL, FRACTION, SECONDS, Check, Validated, setting
 
-BACKPRESSURE_QUIET_S = 10.0  # no hedging this long after a 429 / in-flight-budget 402
-SAMPLES_PER_MODEL = 500
+FACTOR: Check[float] = Check(
+    "0 (off) or a number from 1 to 100",
+    float,
+    lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and (v == 0 or 1 <= v <= 100),
+)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class HedgeConfig(Validated):
-    """Opt-in hedging: after the ``quantile`` of recent latencies (clamped), one duplicate, within ``budget``."""
+    """Hedging (after the ``quantile`` of recent latencies, clamped, one duplicate, within ``budget``) and the
+    latency-aware attempt timeout (``attempt_timeout_factor`` times the recent p99, at least ``attempt_timeout_min``,
+    never beyond the call's own timeout)."""
 
-    enabled: bool = setting(False, BOOL)
-    quantile: float = setting(0.98, FRACTION)
+    enabled: bool = setting(True, BOOL)
+    quantile: float = setting(0.95, FRACTION)
     min_delay: float = setting(0.25, SECONDS)
     max_delay: float = setting(30.0, SECONDS)
     budget: float = setting(0.05, FRACTION)  # hedges per attempt over the last minute
+    attempt_timeout_factor: float = setting(4.0, FACTOR)
+    attempt_timeout_min: float = setting(1.0, SECONDS)
+
+
+class AttemptTimer:
+    """Times each attempt from when it is sent, notes its latency (or its cut) in its model's window, and gives it the
+    latency-aware attempt timeout when that is shorter than the call's own."""
+
+    def __init__(self, inner: Handler, config: HedgeConfig, windows: LatencyWindows, *, clock: Clock = SYSTEM_CLOCK):
+        self._inner = inner
+        self._factor = config.attempt_timeout_factor
+        self._floor = config.attempt_timeout_min
+        self._windows = windows
+        self._clock = clock
+
+    async def handle(self, request: ChatRequest) -> ChatResult:
+        window = self._windows.of(request.model)
+        bound = attempt_timeout(window.p99, window.cut_share, factor=self._factor, floor=self._floor)
+        attempt = request if bound is None or bound >= request.timeout else dataclasses.replace(request, timeout=bound)
+        started = self._clock.now()
+        try:
+            result = await self._inner.handle(attempt)
+        except ProviderError as exc:
+            window.failed(cut=attempt is not request and isinstance(exc, ProviderTimeout), refused=is_backpressure(exc))
+            raise
+        window.answered(self._clock.now() - started)
+        return result
 
 
 class HedgeHandler:
-    """Wraps one attempt; the duplicate goes through the same layers below (limit, http)."""
+    """Wraps one attempt above the limit; the duplicate goes through the same layers below (limit, timer, http)."""
 
     def __init__(
         self,
         inner: Handler,
         config: HedgeConfig,
+        windows: LatencyWindows,
         *,
-        may_hedge: Callable[[], bool],
+        may_hedge: Callable[[ChatRequest], bool],
         logger: Any,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._inner = inner
-        self._quantile = config.quantile
-        self._floor = config.min_delay
-        self._cap = config.max_delay
+        self._config = config
+        self._windows = windows
         self._budget = HedgeBudget(config.budget)
         self._may_hedge = may_hedge
         self._log = logger
-        self._latencies: dict[str, collections.deque[float]] = collections.defaultdict(
-            lambda: collections.deque(maxlen=SAMPLES_PER_MODEL)
-        )
-        self._pushed_back_at = -BACKPRESSURE_QUIET_S
+        self._clock = clock
         self.hedges = 0
         self.hedge_wins = 0
 
     async def handle(self, request: ChatRequest) -> ChatResult:
-        started = time.monotonic()
-        self._budget.record_attempt(started)
-        delay = hedge_delay(self._latencies[request.model], quantile=self._quantile, floor=self._floor, cap=self._cap)
+        c = self._config
+        window = self._windows.of(request.model)
+        self._budget.record_attempt(self._clock.now())
+        # Before the model has a threshold, no hedge: the attempt runs inline, so its failure reaches the breaker at
+        # once (through a task it would arrive a loop turn later, after queued attempts were let through).
+        hopeless = not window.known or window.hedge_delay(floor=c.min_delay, cap=c.max_delay) >= request.timeout
+        if hopeless or window.refused_share > MAX_REFUSED_SHARE or not self._may_hedge(request):
+            return await self._inner.handle(request)
         primary = asyncio.create_task(self._inner.handle(request))
-        tasks = {primary}
-        started_at = {primary: started}
+        tasks = [primary]
         try:
-            done, _ = await asyncio.wait(tasks, timeout=delay)
-            if not done and self._should_hedge():
-                duplicate = asyncio.create_task(self._inner.handle(request))
-                tasks.add(duplicate)
-                started_at[duplicate] = time.monotonic()
+            delay = await self._straggling(primary, window, request.timeout)
+            if delay is not None and self._may_hedge(request) and self._budget.try_spend(self._clock.now()):
+                tasks.append(asyncio.create_task(self._inner.handle(request)))
                 self.hedges += 1
                 self._log.info("hedge", call_id=request.call_id, model=request.model, threshold_ms=round(delay * 1e3))
-            return await self._first_valid(tasks, primary, request, started_at)
+            return await self._first_valid(tasks, request)
         finally:
             for task in tasks:
                 if not task.done():
@@ -81,36 +120,40 @@ class HedgeHandler:
             with contextlib.suppress(BaseException):
                 await asyncio.gather(*tasks, return_exceptions=True)  # the loser's slot is back before we return
 
-    def _should_hedge(self) -> bool:
-        now = time.monotonic()
-        if now - self._pushed_back_at < BACKPRESSURE_QUIET_S or not self._may_hedge():
-            return False
-        return self._budget.try_spend(now)
+    async def _straggling(
+        self, primary: asyncio.Task[ChatResult], window: LatencyWindow, cut_at: float
+    ) -> float | None:
+        """Wait until ``primary`` has run past the model's hedge delay (its threshold: returned) or finished (None)."""
+        c = self._config
+        finished = asyncio.Event()
+        primary.add_done_callback(lambda _: finished.set())
+        started = self._clock.now()
+        wake_at: float | None = None
+        while True:
+            now = self._clock.now()
+            if wake_at is not None and now - wake_at > c.min_delay:
+                # Woken this late, the loop itself lags: the answer may well be waiting unread, and a duplicate sent
+                # now could reach the endpoint after it refused the primary (inside its Retry-After).
+                return None
+            delay = window.hedge_delay(floor=c.min_delay, cap=c.max_delay)
+            if delay >= cut_at:
+                return None  # the attempt would be cut before its duplicate went
+            step = started + delay - now
+            if step <= 0:
+                return delay
+            wake_at = now + step
+            if await self._clock.wait(finished, step):
+                return None
 
-    async def _first_valid(
-        self,
-        tasks: set[asyncio.Task[ChatResult]],
-        primary: asyncio.Task[ChatResult],
-        request: ChatRequest,
-        started_at: dict[asyncio.Task[ChatResult], float],
-    ) -> ChatResult:
+    async def _first_valid(self, tasks: list[asyncio.Task[ChatResult]], request: ChatRequest) -> ChatResult:
+        """The first answer among the attempts; when all fail, the primary's error."""
         pending = set(tasks)
-        error: BaseException | None = None
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task.exception() is None:
-                    result = task.result()
-                    # The winner's own latency: the endpoint's pace, not how long this call waited in all.
-                    self._latencies[request.model].append(time.monotonic() - started_at[task])
-                    if task is not primary:
+                    if task is not tasks[0]:
                         self.hedge_wins += 1
                         self._log.info("hedge_won", call_id=request.call_id, model=request.model)
-                    return result
-                exc = task.exception()
-                if exc is not None and is_backpressure(exc):
-                    self._pushed_back_at = time.monotonic()
-                if task is primary or error is None:
-                    error = exc
-        assert error is not None
-        raise error
+                    return task.result()
+        return tasks[0].result()  # raises the primary's error
