@@ -156,7 +156,6 @@ class BreakerHandler:
         self._models: dict[str, _Breaker] = {}
         self._breakers = {ENDPOINT: self._endpoint}
         self._sync: asyncio.Task[None] | None = None
-        self.opened_any = asyncio.Event()  # set while any breaker here is not closed (for a layer without the model)
 
     # -- what the other layers ask ---------------------------------------------------------------------------------
 
@@ -426,10 +425,6 @@ class BreakerHandler:
         for affected in self._models.values() if b is self._endpoint else (b,):
             affected.wake()
             self._update_opened(affected)
-        if any(x.circuit.state is not State.CLOSED for x in self._breakers.values()):
-            self.opened_any.set()
-        else:
-            self.opened_any.clear()
 
     def _update_opened(self, model: _Breaker) -> None:
         if self._endpoint.circuit.state is not State.CLOSED or model.circuit.state is not State.CLOSED:
