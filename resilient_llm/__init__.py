@@ -1,6 +1,8 @@
 """resilient-llm: a resilient OpenRouter (OpenAI-compatible) chat caller for RL training loops."""
 
 from resilient_llm.config import Config
+from resilient_llm.endpoints.http import HTTPConfig
+from resilient_llm.endpoints.litellm import LiteLLMRouteConfig
 from resilient_llm.engine import Engine
 from resilient_llm.errors import (
     BreakerOpen,
@@ -18,9 +20,7 @@ from resilient_llm.layers.breaker import BreakerConfig
 from resilient_llm.layers.cache import CacheConfig
 from resilient_llm.layers.fallback import FallbackConfig
 from resilient_llm.layers.hedge import HedgeConfig
-from resilient_llm.layers.http import HTTPConfig
 from resilient_llm.layers.limit import LimitConfig
-from resilient_llm.layers.litellm_route import LiteLLMRouteConfig
 from resilient_llm.layers.retry import RetryConfig
 from resilient_llm.logs import LogConfig
 from resilient_llm.process import acomplete, complete, configure, default_engine, metrics, shutdown

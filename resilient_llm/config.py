@@ -1,7 +1,7 @@
 """The engine's configuration: one frozen ``Config`` of per-layer sections, and the one table that reads it from the
 environment.
 
-Each section lives beside its layer and validates itself (``HTTPConfig`` in ``layers/http.py``, ...). This module
+Each section lives beside its layer and validates itself (``HTTPConfig`` in ``endpoints/http.py``, ...). This module
 only gathers them and maps environment variables to their fields; a bad value stops start-up with the variable, the
 value and what is accepted. Build a ``Config`` in code (``Config(http=HTTPConfig(api_key=...))``) or from the
 environment (``Config.from_env()``), and hand it to ``Engine(config)`` or ``resilient_llm.configure(config)``.
@@ -16,17 +16,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from resilient_llm.endpoints.http import HTTPConfig
+from resilient_llm.endpoints.litellm import LiteLLMRouteConfig
 from resilient_llm.errors import ConfigError
 from resilient_llm.layers.breaker import BreakerConfig
 from resilient_llm.layers.cache import CacheConfig, default_cache_dir
 from resilient_llm.layers.fallback import FallbackConfig
 from resilient_llm.layers.hedge import HedgeConfig
-from resilient_llm.layers.http import HTTPConfig
 from resilient_llm.layers.limit import LimitConfig
-from resilient_llm.layers.litellm_route import LiteLLMRouteConfig
 from resilient_llm.layers.retry import RetryConfig
 from resilient_llm.logs import LogConfig
-from resilient_llm.models import endpoint_name
+from resilient_llm.model_names import endpoint_name
 from resilient_llm.prometheus import MetricsConfig
 from resilient_llm.redact import url_secrets
 from resilient_llm.routing import RoutingConfig

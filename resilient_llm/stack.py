@@ -8,16 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from resilient_llm.clock import SYSTEM_CLOCK, Clock
 from resilient_llm.config import Config
+from resilient_llm.endpoints.http import HTTPHandler
+from resilient_llm.endpoints.litellm import LiteLLMHandler
 from resilient_llm.layers.breaker import BreakerConfig, BreakerHandler
 from resilient_llm.layers.cache import CacheConfig, CacheHandler, CacheMode
 from resilient_llm.layers.fallback import FallbackHandler
 from resilient_llm.layers.hedge import AttemptTimer, HedgeHandler
-from resilient_llm.layers.http import HTTPHandler
 from resilient_llm.layers.limit import LimitConfig, LimitHandler
-from resilient_llm.layers.litellm_route import LiteLLMHandler
 from resilient_llm.layers.observe import ObserveHandler
 from resilient_llm.layers.retry import RetryHandler
-from resilient_llm.layers.shared_permits import SharedPermits
 from resilient_llm.policy.hedge import LatencyWindows
 from resilient_llm.recorder import Metrics
 from resilient_llm.stores import CacheStore
@@ -25,6 +24,7 @@ from resilient_llm.stores.breaker_state import SharedBreakerState
 from resilient_llm.stores.disk import DiskStore
 from resilient_llm.stores.redis import RedisStore
 from resilient_llm.stores.shared_limit import SharedLimit
+from resilient_llm.stores.shared_permits import SharedPermits
 from resilient_llm.types import Handler
 
 if TYPE_CHECKING:

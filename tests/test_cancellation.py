@@ -10,8 +10,8 @@ from collections.abc import Callable
 import httpcore
 
 from resilient_llm import Engine
+from resilient_llm.endpoints.http import HTTPHandler
 from resilient_llm.errors import ProviderError
-from resilient_llm.layers.http import HTTPHandler
 from resilient_llm.layers.limit import LimitConfig, LimitHandler
 from resilient_llm.testing.fault_server import FaultServer
 from resilient_llm.types import ChatRequest, Outcome

@@ -90,7 +90,16 @@ TIERS = (
             "resilient_llm.config",
         ),
     ),
-    ("layers", ("resilient_llm.layers", "resilient_llm.stores", "resilient_llm.recorder", "resilient_llm.prometheus")),
+    (
+        "layers",
+        (
+            "resilient_llm.layers",
+            "resilient_llm.endpoints",
+            "resilient_llm.stores",
+            "resilient_llm.recorder",
+            "resilient_llm.prometheus",
+        ),
+    ),
     ("policy", ("resilient_llm.policy",)),
     (
         "foundation",
@@ -102,7 +111,7 @@ TIERS = (
             "resilient_llm.protocol",
             "resilient_llm.runtime",
             "resilient_llm.logs",
-            "resilient_llm.models",
+            "resilient_llm.model_names",
             "resilient_llm.clock",
             "resilient_llm.timers",
             "resilient_llm.loop_lag",

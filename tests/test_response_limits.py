@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from resilient_llm.endpoints.body import MAX_BODY_BYTES
+from resilient_llm.endpoints.http import HTTPHandler
 from resilient_llm.errors import ErrorResponse, MalformedResponse, ProviderError
-from resilient_llm.layers.body import MAX_BODY_BYTES
-from resilient_llm.layers.http import HTTPHandler
 from resilient_llm.types import ChatRequest, ChatResult, Outcome
 from tests.conftest import MODEL, fast_config
 

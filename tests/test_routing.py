@@ -200,7 +200,7 @@ def test_a_litellm_fallback_gets_them_only_when_it_is_openrouter(
     """The LiteLLM route over the wire: another provider's body has no provider/reasoning; OpenRouter's keeps them."""
     import asyncio
 
-    from resilient_llm.layers.litellm_route import LiteLLMHandler, LiteLLMRouteConfig
+    from resilient_llm.endpoints.litellm import LiteLLMHandler, LiteLLMRouteConfig
 
     local = f"http://127.0.0.1:{recorder.server_address[1]}/v1"
     handler = LiteLLMHandler(LiteLLMRouteConfig(model=model, base_url=local, api_key="sk-fallback", retries=0))

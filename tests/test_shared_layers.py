@@ -14,9 +14,9 @@ import pytest
 from resilient_llm.errors import ConnectionFailed
 from resilient_llm.layers.breaker import BreakerConfig, BreakerHandler
 from resilient_llm.layers.limit import LimitConfig, LimitHandler
-from resilient_llm.layers.shared_permits import SharedPermits
 from resilient_llm.stack import make_breaker
 from resilient_llm.stores.shared_limit import SharedLimit
+from resilient_llm.stores.shared_permits import SharedPermits
 from resilient_llm.testing.redis_server import RedisServer
 from resilient_llm.types import ChatRequest, ChatResult, Outcome, Usage
 

@@ -11,8 +11,8 @@ import pytest
 
 from resilient_llm.errors import ErrorResponse, Scope
 from resilient_llm.layers.limit import LimitConfig, LimitHandler, ModelPaused
-from resilient_llm.layers.shared_permits import SharedPermits
 from resilient_llm.stores.shared_limit import SharedLimit
+from resilient_llm.stores.shared_permits import SharedPermits
 from resilient_llm.testing.redis_server import RedisServer
 from resilient_llm.types import ChatRequest, ChatResult, Outcome, Usage
 

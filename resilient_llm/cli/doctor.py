@@ -20,8 +20,8 @@ from resilient_llm import redact
 from resilient_llm.cli.doctor_openrouter import Check, key_checks, parameter_checks, routing_check
 from resilient_llm.config import Config
 from resilient_llm.dropin.config import TrainerConfig, use_openrouter_direct
+from resilient_llm.endpoints.http import HTTPHandler
 from resilient_llm.errors import ConfigError, ProviderError
-from resilient_llm.layers.http import HTTPHandler
 from resilient_llm.redact import url_secrets
 from resilient_llm.validation import redact_url
 

@@ -29,9 +29,9 @@ from typing import Any
 
 from resilient_llm.clock import SYSTEM_CLOCK, Clock
 from resilient_llm.errors import BreakerOpen, FailureKind, ProviderError, ProviderTimeout, Scope, is_backpressure
-from resilient_llm.layers.shared_permits import Lease, SharedPermits
 from resilient_llm.loop_lag import LoopLag
 from resilient_llm.policy import concurrency, gate
+from resilient_llm.stores.shared_permits import Lease, SharedPermits
 from resilient_llm.timers import Timer, Timers
 from resilient_llm.types import ChatRequest, ChatResult, Handler
 from resilient_llm.validation import REDIS_URL, SECONDS, Validated, choice, int_in, setting

@@ -1,7 +1,7 @@
 """An httpx transport over aiohttp (``RESILIENT_LLM_HTTP_TRANSPORT=aiohttp``, the ``fast`` extra): httpx's API on
 aiohttp's connection pool and its C HTTP parser.
 
-Part of the HTTP layer (``layers/http.py`` builds it; nothing else uses it). Why: httpcore's pool rescans every
+Part of the HTTP layer (``endpoints/http.py`` builds it; nothing else uses it). Why: httpcore's pool rescans every
 connection, and asks each idle socket whether it is readable, whenever a request starts or ends, so its CPU per call
 grows with the pool (``benchmarks/results/profile.md``); aiohttp's pool hands out a kept-alive connection in O(1).
 Every aiohttp failure becomes the httpx exception httpcore raises for the same fault, so the errors above (kinds,
@@ -75,7 +75,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 class _Body(httpx.AsyncByteStream):
-    """The response body as aiohttp receives it (still encoded: ``layers/body.py`` decodes under its cap)."""
+    """The response body as aiohttp receives it (still encoded: ``endpoints/body.py`` decodes under its cap)."""
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response

@@ -13,8 +13,8 @@ from typing import Any
 import anyio
 import httpx
 
+from resilient_llm.endpoints.body import ACCEPT_ENCODING, MAX_BODY_BYTES, read_body
 from resilient_llm.errors import ConfigError, ConnectionFailed, ProviderError, ProviderTimeout
-from resilient_llm.layers.body import ACCEPT_ENCODING, MAX_BODY_BYTES, read_body
 from resilient_llm.protocol import parse_response, request_body
 from resilient_llm.runtime import dumps
 from resilient_llm.types import DEFAULT_TIMEOUT_S, ChatRequest, ChatResult
@@ -140,7 +140,7 @@ class HTTPHandler:
     def _new_client(self, size: int) -> httpx.AsyncClient:
         transport = self._transport
         if transport is None and self._config.transport == "aiohttp":
-            from resilient_llm.layers.aiohttp_transport import AiohttpTransport
+            from resilient_llm.endpoints.aiohttp_transport import AiohttpTransport
 
             transport = AiohttpTransport(size, self._ssl, keepalive_expiry=30.0)
         return httpx.AsyncClient(
@@ -251,7 +251,7 @@ async def _wind_down(exchange: asyncio.Future[Any]) -> None:
 
 def _headers(config: HTTPConfig) -> dict[str, str]:
     headers = {"Authorization": f"Bearer {config.api_key.reveal()}", "Content-Type": "application/json"}
-    headers["Accept-Encoding"] = ACCEPT_ENCODING  # only what layers/body.py decodes under its size cap
+    headers["Accept-Encoding"] = ACCEPT_ENCODING  # only what endpoints/body.py decodes under its size cap
     if config.http_referer:
         headers["HTTP-Referer"] = config.http_referer
     if config.app_title:
