@@ -209,6 +209,27 @@ def test_our_own_loop_delay_is_not_read_as_a_queue() -> None:
     assert [s for s in feed(state, slow(0.0)) if s.reason == "latency"]
 
 
+def test_answers_as_slow_at_low_load_as_at_high_load_are_not_a_queue_we_cause() -> None:
+    """Answers three times the baseline whether started with 5 or 30 in flight (a CPU-bound caller whose loop lag
+    shows only part of it) do not cut the limit; the same rise only above half the limit does."""
+    state = feed(LimitState(limit=40.0, slow_start=False, decreased_at=0.0, plateau=40.0), rounds(3, 30, latency=0.01))[
+        -1
+    ]
+
+    def mixed(low_latency: float) -> list[Sample]:
+        samples = []
+        for r in range(5):
+            start = 1 + r * 0.03
+            for i in range(30):
+                in_flight = 5 if i % 2 else 30
+                latency = low_latency if in_flight == 5 else 0.03
+                samples.append(Sample(Signal.OK, start, start + latency + i * 1e-4, in_flight, 30, 12))
+        return samples
+
+    assert not [s for s in feed(state, mixed(0.03)) if s.reason == "latency"]
+    assert [s for s in feed(state, mixed(0.01)) if s.reason == "latency"]
+
+
 def test_a_timeout_while_the_limit_idles_cuts_the_limit_not_to_the_idle_level() -> None:
     """A hang at 2 in flight under a limit of 42 is a plain 10% drop, not a cut to 2."""
     state = feed(initial_state(CONFIG), rounds(1, 20))[-1]  # 42 permits

@@ -27,6 +27,9 @@ from the limit when it idled (a hang at 2 in flight cut 54 to 2 between a traine
 never below ``latency_backoff_min``. The baseline is the lowest window mean, creeping towards later ones by
 ``1 / baseline_windows`` per window. Window means, not single minima, because answers vary. Two latency cuts in a row
 that did not make answers faster mean the endpoint itself got slower (another provider): the baseline moves there.
+A queue we cause grows with what we send: when attempts started with under half the limit in flight were about as
+slow as those started above it, the slowness is not ours to cut (a CPU-bound trainer's GIL slows every answer it
+reads, at 5 in flight as at 17, by more than the loop lag shows; it cut 36 to 3 in a test of ten thread pools).
 
 **The latency signal.** Judge answers vary in length, so raw latency mixes queueing with output size. Time to
 headers does not help: OpenRouter sends a non-streamed answer's headers when generation is done. Per output token
@@ -157,6 +160,8 @@ class Window:
     answered: int = 0
     timed: int = 0  # answered attempts whose latency was the server's (not mostly our own process's delay)
     latency_sum: float = 0.0  # of the timed attempts' latency signals
+    low_timed: int = 0  # timed attempts started with under ``min_utilisation`` of the limit in flight
+    low_latency_sum: float = 0.0  # ... and their latency signals
     delay_sum: float = 0.0  # of the answered attempts' client delays (our own process's part of their latency)
     peak: int = 0  # most attempts in flight seen
     answered_max: int = 0  # most attempts in flight at the start of one that got an answer
@@ -234,10 +239,10 @@ def update(config: LimitPolicy, state: LimitState, sample: Sample) -> LimitState
         return _decrease(config, state, level, config.backoff_ratio, sample.end, "timeout")
     if sample.signal is Signal.OK:
         state = _grow(config, state, sample)
-    return _judge(config, state, _record(config, state.window, sample), sample)
+    return _judge(config, state, _record(config, state.window, sample, state.limit), sample)
 
 
-def _record(config: LimitPolicy, window: Window, sample: Sample) -> Window:
+def _record(config: LimitPolicy, window: Window, sample: Sample, limit: float) -> Window:
     refused = sample.signal is Signal.BACKPRESSURE
     latency = sample.end - sample.start
     # Our own loop's lateness (CPU-bound callers, the GIL) is not the server's queue: taken out of the signal, and an
@@ -248,12 +253,15 @@ def _record(config: LimitPolicy, window: Window, sample: Sample) -> Window:
     signal = max(0.0, latency - sample.client_delay)
     if sample.completion_tokens:
         signal *= min(1.0, config.token_floor / sample.completion_tokens)
+    low = timed and sample.in_flight < config.min_utilisation * limit
     return Window(
         opened=sample.end if window.opened is None else window.opened,
         samples=window.samples + 1,
         answered=window.answered + (not refused),
         timed=window.timed + timed,
         latency_sum=window.latency_sum + (signal if timed else 0.0),
+        low_timed=window.low_timed + low,
+        low_latency_sum=window.low_latency_sum + (signal if low else 0.0),
         delay_sum=window.delay_sum + (0.0 if refused else sample.client_delay),
         peak=max(window.peak, sample.in_flight, sample.in_flight_end or 0),
         answered_max=answered_max,
@@ -293,6 +301,8 @@ def _judge(config: LimitPolicy, state: LimitState, window: Window, sample: Sampl
     if window.delay_sum / window.answered > config.client_bound_share * baseline:
         return state  # our own process is the bottleneck: fewer attempts in flight would not answer faster
     queueing = mean > config.tolerance * baseline and window.peak >= config.min_utilisation * state.limit
+    if queueing and not _grows_with_load(config, window):
+        queueing = False
     futile = 0
     if state.cut_mean is not None and mean >= state.cut_mean * (1.0 + state.cut_ratio) / 2:
         futile = state.futile_cuts + 1  # not even half as much faster as a shorter queue would have made it
@@ -308,6 +318,21 @@ def _judge(config: LimitPolicy, state: LimitState, window: Window, sample: Sampl
     ratio = max(config.latency_backoff_min, config.tolerance * baseline / mean)
     cut = _decrease(config, state, level, ratio, sample.end, "latency")
     return dataclasses.replace(cut, cut_mean=mean, cut_ratio=cut.limit / max(level, 1.0), futile_cuts=futile)
+
+
+def _grows_with_load(config: LimitPolicy, window: Window) -> bool:
+    """Whether the window's answers were slower the more we had in flight: enough started with the limit in use,
+    and they were at least half the tolerance slower than those started low, or too few started low to tell (a
+    queue keeps the limit in use)."""
+    enough = max(1, config.min_window_samples // 2)
+    high = window.timed - window.low_timed
+    if high < enough:
+        return False
+    if window.low_timed < enough:
+        return True
+    low_mean = window.low_latency_sum / window.low_timed
+    high_mean = (window.latency_sum - window.low_latency_sum) / high
+    return high_mean >= low_mean * (1.0 + (config.tolerance - 1.0) / 2)
 
 
 def _decrease(
