@@ -68,6 +68,17 @@ def throttle(seed: int) -> dict[str, float]:
     }
 
 
+def throttle_late(seed: int) -> dict[str, float]:
+    endpoint = Endpoint(rate=50, burst=50, retry_after=1.0, latency=FAST.latency, late_refusals=True)
+    result = simulate(endpoint, callers=32, calls=500, seed=seed)
+    return {
+        "requests_per_call": result.requests / result.completed,
+        "calls_per_s": result.calls_per_s,
+        "pauses": result.pauses,
+        "final_permits": result.limits[-1][1],
+    }
+
+
 def random_refusals(seed: int) -> dict[str, float]:
     endpoint = Endpoint(refuse_share=0.6, retry_after=0.5, latency=FAST.latency)
     adaptive = simulate(endpoint, callers=32, calls=500, seed=seed)
@@ -119,6 +130,7 @@ SCENARIOS: dict[str, Callable[[int], dict[str, float]]] = {
     "capacity 100, 1000 callers, 3000 calls, Retry-After 1 s": capacity,
     "capacity 100 -> 50 at 8 s, 1000 callers, 5000 calls": halving,
     "token bucket 50/s burst 50, 32 callers, 500 calls, Retry-After 1 s": throttle,
+    "token bucket 50/s burst 50, 429 after the answer latency, 32 callers, 500 calls": throttle_late,
     "60% 429 whatever the load, 32 callers, 500 calls, Retry-After 0.5 s": random_refusals,
     "4% 429 whatever the load, 32 callers, 500 calls, Retry-After 1 s": flaky_refusals,
     "50 workers + FIFO queue, 200 callers, 6000 calls": queue,

@@ -16,6 +16,7 @@ from resilient_llm.policy.concurrency import (
     Signal,
     adopt,
     follow,
+    forgive,
     initial_state,
     signal_of,
     update,
@@ -337,6 +338,23 @@ def test_a_slower_endpoint_is_the_new_normal_after_two_futile_cuts() -> None:
     assert len([s for s in result.states if s.reason == "latency"]) <= 2
     assert min(p for at, p in result.limits if at > 5.0) >= 0.5 * 200
     assert result.permits_at(result.wall) >= 200
+
+
+def test_forgive_takes_back_the_backpressure_cuts_and_probes_on_from_there() -> None:
+    """Refusals shown to come whatever the load (the gate's pauses did not help): the limit returns to where it was
+    before their cuts, out of slow start, and a second forgiveness without new cuts changes nothing."""
+    state = LimitState(limit=44.0)
+    refused = rounds(2, 30, latency=0.05, signal=Signal.BACKPRESSURE)
+    cut = feed(state, refused)[-1]
+    assert cut.limit < 44.0
+    assert cut.before_refusals == 44.0
+    forgiven = forgive(CONFIG, cut, now=10.0)
+    assert forgiven.limit == 44.0
+    assert not forgiven.slow_start
+    assert forgiven.reason == "forgiven"
+    assert forgiven.refused_level is None
+    assert forgive(CONFIG, forgiven, now=11.0).limit == 44.0
+    assert forgive(CONFIG, forgiven, now=11.0).reason is None
 
 
 def test_adopt_takes_a_shared_value_within_bounds() -> None:

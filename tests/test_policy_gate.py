@@ -5,17 +5,22 @@ from __future__ import annotations
 import pytest
 
 from resilient_llm.errors import ConfigError
-from resilient_llm.policy.gate import GatePolicy, GateState, finished, is_shut, refusals_ignore_load
+from resilient_llm.policy.gate import GatePolicy, GateState, finished, is_shut, refusals_ignore_load, sending, unjudged
 
 POLICY = GatePolicy()
 
 
-def run(state: GateState, now: float, outcomes: str, *, sent: float | None = None, in_flight: int = 20) -> GateState:
-    """Attempts finishing at ``now`` in order: ``r`` refused with Retry-After 1 s, ``a`` answered."""
-    for outcome in outcomes:
+def run(state: GateState, now: float, outcomes: str, *, sent: float | None = None) -> GateState:
+    """Attempts all sent at ``sent`` (default ``now``), then finishing at ``now`` in order: ``r`` refused with
+    Retry-After 1 s, ``a`` answered."""
+    at = now if sent is None else sent
+    judges = []
+    for _ in outcomes:
+        state, judge = sending(POLICY, state, at)
+        judges.append(judge)
+    for outcome, judge in zip(outcomes, judges, strict=True):
         refused = outcome == "r"
-        at = now if sent is None else sent
-        state = finished(POLICY, state, now, at, in_flight, refused, 1.0 if refused else None)
+        state = finished(POLICY, state, now, at, refused, 1.0 if refused else None, judge)
     return state
 
 
@@ -45,48 +50,76 @@ def test_a_refusal_without_retry_after_never_pauses() -> None:
     """Without Retry-After there is no wait to share: the limit and each call's backoff handle it."""
     state = GateState()
     for _ in range(10):
-        state = finished(POLICY, state, 1.0, 1.0, 20, True, None)
+        state = finished(POLICY, state, 1.0, 1.0, True, None)
     assert not is_shut(state, 1.0)
 
 
-def test_pauses_after_which_low_load_attempts_are_answered_keep_being_used() -> None:
+def test_pauses_after_which_attempts_are_answered_keep_being_used() -> None:
     """A drained token bucket: after each pause the first attempts are answered, so bursts keep pausing everyone."""
-    state = GateState()
+    state = run(GateState(), 0.0, "aaaarr")
     for cycle in range(5):
         now = cycle * 2.0
         state = run(state, now, "rr")
         assert is_shut(state, now + 0.5)
-        state = run(state, now + 1.05, "aaaaaaaa", sent=now + 1.0, in_flight=4)
+        state = run(state, now + 1.05, "a" * POLICY.judge_after, sent=now + 1.0)
     assert not refusals_ignore_load(state, 10.0)
 
 
 def test_futile_pauses_rest_the_gate_and_tell_the_limit_to_ignore_refusals() -> None:
-    """Refusals whatever the load: two pauses whose low-load attempts were refused as often as before stop pausing
+    """Refusals whatever the load: two pauses after which attempts were refused as often as before stop pausing
     for ``rest_s`` (and the limit stops learning from refusals), then pausing is tried again."""
-    state = GateState()
+    state = run(GateState(), 0.0, "ra" * 20)
     for cycle in range(2):
-        now = cycle * 3.0
+        now = 1.0 + cycle * 3.0
         state = run(state, now, "rr")
         assert is_shut(state, now + 0.5)
-        state = run(state, now + 1.05, "rarrarar", sent=now + 1.0, in_flight=4)
-    assert refusals_ignore_load(state, 6.0)
-    state = run(state, 6.0, "rrrrrr")
-    assert not is_shut(state, 6.0)
-    later = 4.1 + POLICY.rest_s
+        state = run(state, now + 1.05, "rarrarar" * 2, sent=now + 1.0)
+    assert refusals_ignore_load(state, 7.0)
+    state = run(state, 7.0, "rrrrrr")
+    assert not is_shut(state, 7.0)
+    later = 5.1 + POLICY.rest_s
     assert not refusals_ignore_load(state, later)
     assert is_shut(run(state, later, "rr"), later + 0.5)
 
 
-def test_attempts_sent_at_a_high_load_do_not_judge_a_pause() -> None:
-    """Only attempts sent while few were in flight judge a pause: the load question is asked at a low load."""
+def test_no_burst_pauses_again_until_the_last_pause_is_judged() -> None:
+    """Bursts among the attempts judging a pause do not pause again: the judges must add up, or random refusals
+    keep the gate shut (a new burst came three attempts after each pause)."""
     state = run(GateState(), 0.0, "rr")
-    state = run(state, 1.05, "rrrrrrrr", sent=1.0, in_flight=50)
-    assert state.judging is not None
+    state = run(state, 1.05, "rr", sent=1.0)
+    assert not is_shut(state, 1.1)
+    assert state.judged == 2
+
+
+def test_pauses_are_judged_by_the_attempts_sent_first_not_the_first_to_finish() -> None:
+    """After a pause the first attempts sent are answered (slowly) while later ones are refused (at once): the
+    quick refusals do not judge it; a judge that ends otherwise (a lost hedge) hands its place to the next one."""
+    state = run(GateState(), 0.0, "rr")
+    judges = []
+    for _ in range(POLICY.judge_after + 8):
+        state, judge = sending(POLICY, state, 1.0)
+        judges.append(judge)
+    assert judges == [True] * POLICY.judge_after + [False] * 8
+    for _ in range(8):
+        state = finished(POLICY, state, 1.01, 1.0, True, 1.0, False)  # the late ones' refusals
+    state = unjudged(state)
+    state, judge = sending(POLICY, state, 1.02)
+    assert judge
+    for _ in range(POLICY.judge_after):
+        state = finished(POLICY, state, 1.5, 1.0, False, None, True)
+    assert state.judging_from is None
     assert state.futile == 0
+
+
+def test_a_pause_never_judged_is_forgotten_after_the_rest_period() -> None:
+    """Too few attempts after a pause to judge it (traffic stopped): a later burst pauses again."""
+    state = run(GateState(), 0.0, "rr")
+    later = 2.0 + POLICY.rest_s
+    assert is_shut(run(state, later, "rr", sent=later), later + 0.5)
 
 
 def test_a_bad_gate_policy_is_a_config_error_naming_the_accepted_values() -> None:
     """A window of 0 or a share above 1 fails at construction, saying what is accepted."""
-    for bad in ({"window": 0}, {"burst_share": 1.5}, {"rest_s": -1.0}):
+    for bad in ({"window": 0}, {"burst_share": 1.5}, {"rest_s": -1.0}, {"helped_share": 1.0}):
         with pytest.raises(ConfigError, match="burst_share in"):
             GatePolicy(**bad)

@@ -112,6 +112,18 @@ class _Lane:
     logged_at: float = -LOG_EVERY_S
 
 
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """One attempt as it went out: when, our loop's lag total then, the model's attempts in flight (itself
+    included), whether it judges the gate's last pause, and its shared-limit lease."""
+
+    at: float
+    lag: float
+    in_flight: int
+    judge: bool
+    lease: Lease | None
+
+
 def _expire(waiter: _Waiter) -> None:
     if not waiter.future.done():
         waiter.future.set_exception(_QueueTimeout())
@@ -201,15 +213,17 @@ class LimitHandler:
                 self._adopt(lane, lease.limit, lease.generation)
             started, lag = self._clock.now(), self._lag.total
             in_flight = granted_at + (lease.others if lease is not None else 0)
+            lane.gate, judge = gate.sending(self._gate_policy, lane.gate, started)
             request.record.limit = lane.limit
+            sent = _Sent(started, lag, in_flight, judge, lease)
             try:
                 result = await self._inner.handle(request)
             except BaseException as exc:
-                instead = self._learn(lane, exc, started, lag, in_flight, None, lease)
+                instead = self._learn(lane, exc, sent, None)
                 if instead is not None:
                     raise instead from exc
                 raise
-            self._learn(lane, None, started, lag, in_flight, result.usage.completion_tokens, lease)
+            self._learn(lane, None, sent, result.usage.completion_tokens)
             return result
         finally:
             self._lag.idle()
@@ -314,35 +328,32 @@ class LimitHandler:
         if share and self._shared is not None:
             self._shared.shut_gate(lane.model, min(until - now, self._config.pause_max))
 
-    def _learn(
-        self,
-        lane: _Lane,
-        error: BaseException | None,
-        started: float,
-        lag: float,
-        in_flight: int,
-        tokens: int | None,
-        lease: Lease | None,
-    ) -> ProviderError | None:
+    def _learn(self, lane: _Lane, error: BaseException | None, sent: _Sent, tokens: int | None) -> ProviderError | None:
         """Feed one finished attempt to the gate and the limit; returns the error to raise instead of ``error``
         (``ModelPaused`` when told to wait longer than ``pause_max``)."""
         now = self._clock.now()
         instead = self._hint(lane, error, now)
-        signal, burst = self._gate_learns(lane, error, started, max(1, in_flight), now)
+        resting = gate.refusals_ignore_load(lane.gate, now)
+        signal, burst = self._gate_learns(lane, error, sent, now)
         if not self._adaptive:
             return instead
         sample = concurrency.Sample(
             signal,
-            started,
-            max(started, now),
-            max(1, in_flight),
+            sent.at,
+            max(sent.at, now),
+            max(1, sent.in_flight),
             max(1, lane.in_flight),
             tokens,
-            client_delay=self._lag.during(lag),
+            client_delay=self._lag.during(sent.lag),
             burst=burst,
         )
         before = lane.state.limit
         lane.state = concurrency.update(self._policy, lane.state, sample)
+        if not resting and gate.refusals_ignore_load(lane.gate, now):
+            lane.state = concurrency.forgive(self._policy, lane.state, now)
+            if self._log is not None:
+                rest = round(lane.gate.rest_until - now, 1)
+                self._log.info("gate_rests", model=lane.model, seconds=rest, reason="pauses did not help")
         lane.unpublished += max(0.0, lane.state.limit - before)
         if lane.state.reason is None:
             return instead
@@ -352,7 +363,7 @@ class LimitHandler:
             # the step that crossed a whole permit, or most of it is lost when the shared value is adopted.
             grown, lane.unpublished = lane.unpublished, 0.0
             start = before if lane.state.limit < before else lane.state.limit - grown
-            generation = lease.generation if lease is not None else lane.generation
+            generation = sent.lease.generation if sent.lease is not None else lane.generation
             self._shared.publish(
                 lane.model, start, lane.state.limit, generation, self._policy.initial, lambda v: self._adopt(lane, v)
             )
@@ -381,28 +392,30 @@ class LimitHandler:
         return None
 
     def _gate_learns(
-        self, lane: _Lane, error: BaseException | None, started: float, in_flight: int, now: float
+        self, lane: _Lane, error: BaseException | None, sent: _Sent, now: float
     ) -> tuple[concurrency.Signal, bool]:
         """The gate's view of one finished attempt; a pause of the model when refusals come as a burst. Returns the
         attempt's signal for the limit (refusals say nothing about the load once pauses were shown futile, and a
         spent quota none at all) and whether it made the gate pause."""
         signal = concurrency.signal_of(error)
-        if isinstance(error, ProviderError) and error.kind == FailureKind.QUOTA_EXHAUSTED:
-            return concurrency.Signal.FAILURE, False
-        if signal is not concurrency.Signal.BACKPRESSURE and signal is not concurrency.Signal.OK:
-            return signal, False
+        quota = isinstance(error, ProviderError) and error.kind == FailureKind.QUOTA_EXHAUSTED
+        if quota or signal not in (concurrency.Signal.BACKPRESSURE, concurrency.Signal.OK):
+            if sent.judge:
+                lane.gate = gate.unjudged(lane.gate)
+            return (concurrency.Signal.FAILURE if quota else signal), False
         refused = signal is concurrency.Signal.BACKPRESSURE
         retry_after = error.retry_after if refused and isinstance(error, ProviderError) else None
         if retry_after is not None and retry_after > self._config.pause_max:
             retry_after = None  # a pause, not a gate (``_hint``)
         before = lane.gate.shut_until
-        lane.gate = gate.finished(self._gate_policy, lane.gate, now, started, in_flight, refused, retry_after)
+        lane.gate = gate.finished(self._gate_policy, lane.gate, now, sent.at, refused, retry_after, sent.judge)
         burst = lane.gate.shut_until > before and lane.gate.shut_until > now
         if burst:
             self._shut_gate(lane, lane.gate.shut_until, share=True)
             if self._log is not None:
                 seconds = round(lane.gate.shut_until - now, 3)
-                self._log.info("gate_pause", model=lane.model, seconds=seconds, burst_share=lane.gate.burst_share)
+                share = round(lane.gate.background, 3)
+                self._log.info("gate_pause", model=lane.model, seconds=seconds, refused_share=share)
         if refused and gate.refusals_ignore_load(lane.gate, now):
             return concurrency.Signal.FAILURE, burst
         return signal, burst

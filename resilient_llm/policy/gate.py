@@ -10,14 +10,17 @@ for the next queued attempt, so every further refusal a burst needs before it pa
 bucket: 1.08-1.10 requests per call with two, 1.15-1.17 without pausing; random 60% refusals: the same throughput
 either way once pausing rests).
 
-A pause must earn its wait. When it ends, our own attempts in flight have drained, so the first ones sent then
-(``judge_after`` of them, sent while at most that many were in flight) ask the endpoint at a low load: after a drained
-token bucket or a full endpoint they get answers; a limiter refusing whatever the load (60% at random) refuses them as
-often as ever. A pause whose low-load attempts were refused more than half as often as its burst did not help; after
-``futile_limit`` of those in a row, bursts pause nobody for ``rest_s`` (then pausing is tried again), and the
-concurrency limit stops learning from refusals meanwhile (``refusals_ignore_load``): they say nothing about our
-load. The server's word is kept for every request it refused: a refused call never goes again before its own
-Retry-After.
+A pause must earn its wait. The first ``judge_after`` attempts sent after it ends (``sending`` marks them) judge it,
+and no burst pauses again until they have: judged in the order they were sent, not finished, since refusals come back
+before answers do (a capacity halving read as futile on its refusals alone); after a drained token bucket or a full
+endpoint they get answers; a limiter refusing whatever the load (60% at random) refuses them as often as ever. A
+pause helped when its judges were refused at most half as often as attempts are in general (``background``, at least
+``helped_share``). Judged without pausing in between: under random 60% refusals a new burst came three attempts after
+each pause, the judges never added up, and the gate stayed shut 95% of a 62 s judge phase (40 pauses). After
+``futile_limit`` futile pauses in a row, bursts pause nobody for ``rest_s`` (then pausing is tried again), and the
+concurrency limit stops learning from refusals meanwhile and takes back the cuts they made
+(``refusals_ignore_load``): they say nothing about our load. The server's word is kept for every request it refused:
+a refused call never goes again before its own Retry-After.
 """
 
 from __future__ import annotations
@@ -28,21 +31,25 @@ from dataclasses import dataclass
 
 from resilient_llm.errors import ConfigError
 
+BACKGROUND_WEIGHT = 1 / 32  # of the newest attempt in the background refused share
+
 
 @dataclass(frozen=True, slots=True)
 class GatePolicy:
     window: int = 2  # finished attempts a burst is judged over: two refused in a row is a burst
     burst_share: float = 1.0  # refused share of them that makes a burst
-    judge_after: int = 8  # low-load attempts sent after a pause that judge whether it helped
+    judge_after: int = 16  # attempts sent after a pause that judge whether it helped
+    helped_share: float = 0.1  # judges refused at most this share (or half the background share): it helped
     futile_limit: int = 2  # pauses in a row that did not help before pausing rests
     rest_s: float = 30.0
 
     def __post_init__(self) -> None:
         counts = (self.window, self.judge_after, self.futile_limit)
-        if min(counts) < 1 or not 0 < self.burst_share <= 1 or not 0 <= self.rest_s < math.inf:
+        shares_ok = 0 < self.burst_share <= 1 and 0 <= self.helped_share < 1
+        if min(counts) < 1 or not shares_ok or not 0 <= self.rest_s < math.inf:
             raise ConfigError(
                 f"gate policy {self!r}: expected window, judge_after, futile_limit >= 1, burst_share in (0, 1], "
-                "rest_s a finite number >= 0"
+                "helped_share in [0, 1), rest_s a finite number >= 0"
             )
 
 
@@ -50,12 +57,27 @@ class GatePolicy:
 class GateState:
     recent: tuple[bool, ...] = ()  # refused or not, of the last ``window`` attempts sent since the last pause
     shut_until: float = -math.inf  # new attempts wait until then
-    burst_share: float = 0.0  # the refused share behind the pause being judged
-    judging: tuple[float, float] | None = None  # attempts sent in [from, to) at a low load judge the last pause
+    background: float = 0.0  # refused share of finished attempts, a moving average
+    judging_from: float | None = None  # attempts sent from then on judge the last pause
+    judges_sent: int = 0
     judged: int = 0
     judged_refused: int = 0
     futile: int = 0  # pauses in a row that did not help
     rest_until: float = -math.inf  # bursts pause nobody until then
+
+
+def sending(policy: GatePolicy, state: GateState, now: float) -> tuple[GateState, bool]:
+    """An attempt goes out at ``now``: the gate, and whether the attempt is one of the judges of the last pause."""
+    if state.judging_from is None or now < state.judging_from or state.judges_sent >= policy.judge_after:
+        return state, False
+    if now - state.judging_from > policy.rest_s:
+        return state, False  # too late to judge it (``finished`` forgets it)
+    return dataclasses.replace(state, judges_sent=state.judges_sent + 1), True
+
+
+def unjudged(state: GateState) -> GateState:
+    """A judge ended without an answer or a refusal (a hedge lost, the call gave up): the next attempt judges."""
+    return dataclasses.replace(state, judges_sent=max(state.judged, state.judges_sent - 1))
 
 
 def finished(
@@ -63,38 +85,40 @@ def finished(
     state: GateState,
     now: float,
     sent: float,
-    in_flight: int,
     refused: bool,
     retry_after: float | None,
+    judge: bool = False,
 ) -> GateState:
-    """The gate after an attempt sent at ``sent`` with ``in_flight`` attempts in flight (itself included) finished at
-    ``now``; ``retry_after`` is what a refusal said."""
-    judging = state.judging
-    if judging is not None and judging[0] <= sent < judging[1] and in_flight <= policy.judge_after:
-        state = _judged(policy, state, now, state.judged + 1, state.judged_refused + refused)
+    """The gate after an attempt sent at ``sent`` finished at ``now``; ``retry_after`` is what a refusal said, and
+    ``judge`` what ``sending`` said of the attempt."""
+    state = dataclasses.replace(state, background=state.background + BACKGROUND_WEIGHT * (refused - state.background))
+    if judge and state.judging_from is not None:
+        return _judged(policy, state, now, state.judged + 1, state.judged_refused + refused)
     if sent < state.shut_until:
         return state  # sent before the last pause ended: part of the burst that pause answers
+    if state.judging_from is not None:
+        if now - state.judging_from <= policy.rest_s:
+            return state  # no pause until the last one is judged
+        state = dataclasses.replace(state, judging_from=None)  # too few attempts to judge it: forget the pause
     recent = (*state.recent, refused)[-policy.window :]
     state = dataclasses.replace(state, recent=recent)
-    share = sum(recent) / policy.window
-    if not refused or not retry_after or retry_after < 0 or now < state.rest_until or share < policy.burst_share:
+    if not refused or not retry_after or retry_after < 0 or now < state.rest_until:
+        return state
+    if sum(recent) < policy.burst_share * policy.window:
         return state
     until = now + retry_after
-    if state.judging is None or now - state.judging[1] > policy.rest_s:  # or a sample that never filled up
-        return dataclasses.replace(
-            state, recent=(), shut_until=until, burst_share=share, judging=(until, math.inf), judged=0, judged_refused=0
-        )
-    # The last pause is still being judged: the attempts sent since it ended, until this one began, are its sample.
-    judging = (state.judging[0], min(state.judging[1], now))
-    return dataclasses.replace(state, recent=(), shut_until=until, judging=judging)
+    return dataclasses.replace(
+        state, recent=(), shut_until=until, judging_from=until, judges_sent=0, judged=0, judged_refused=0
+    )
 
 
 def _judged(policy: GatePolicy, state: GateState, now: float, judged: int, refused: int) -> GateState:
     if judged < policy.judge_after:
         return dataclasses.replace(state, judged=judged, judged_refused=refused)
-    futile = 0 if refused / judged <= state.burst_share / 2 else state.futile + 1
+    helped = refused / judged <= max(policy.helped_share, state.background / 2)
+    futile = 0 if helped else state.futile + 1
     rest_until = now + policy.rest_s if futile >= policy.futile_limit else state.rest_until
-    return dataclasses.replace(state, judging=None, futile=futile % policy.futile_limit, rest_until=rest_until)
+    return dataclasses.replace(state, judging_from=None, futile=futile % policy.futile_limit, rest_until=rest_until)
 
 
 def is_shut(state: GateState, now: float) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from resilient_llm.policy import gate as gates
-from resilient_llm.policy.concurrency import LimitPolicy, LimitState, Sample, Signal, initial_state, update
+from resilient_llm.policy.concurrency import LimitPolicy, LimitState, Sample, Signal, forgive, initial_state, update
 
 REFUSAL_S = 0.002  # a 429 comes back at once
 
@@ -31,6 +31,7 @@ class Endpoint:
     rate: float | None = None  # a token bucket: admitted attempts per second, beyond: an immediate 429
     burst: int = 50
     refuse_share: float = 0.0  # this share of attempts gets a 429 whatever the load (a flaky rate limiter)
+    late_refusals: bool = False  # a 429 takes as long as an answer (a bucket behind a proxy), not ``REFUSAL_S``
     capacity_changes: list[tuple[float, int]] = field(default_factory=list)  # (at time, new capacity)
     slowdown: tuple[float, float] | None = None  # (from time, factor): every answer takes this much longer
 
@@ -100,8 +101,14 @@ def simulate(
     def push(at: float, kind: str, *payload: object) -> None:
         heapq.heappush(events, (at, next(seq), kind, payload))
 
+    judges: set[int] = set()  # callers whose attempt in flight judges the gate's last pause
+
     def start_attempt(caller: int) -> None:
-        nonlocal in_flight, admitted, serving, requests, refusals, peak, tokens, refilled
+        nonlocal in_flight, admitted, serving, requests, refusals, peak, tokens, refilled, gate_state
+        if gate:
+            gate_state, judge = gates.sending(gate_policy, gate_state, now)
+            if judge:
+                judges.add(caller)
         in_flight += 1
         requests += 1
         if endpoint.rate is not None:
@@ -110,7 +117,7 @@ def simulate(
         if full or (endpoint.rate is not None and tokens < 1) or rng.random() < endpoint.refuse_share:
             refusals += 1
             arrivals.append((now, True))
-            push(now + REFUSAL_S, "done", caller, now, in_flight, False)
+            push(now + (service() if endpoint.late_refusals else REFUSAL_S), "done", caller, now, in_flight, False)
             return
         arrivals.append((now, False))
         tokens -= 1
@@ -154,18 +161,23 @@ def simulate(
                     queued_at, next_caller, next_flight = queue.popleft()
                     serving += 1
                     push(now + service(), "done", next_caller, queued_at, next_flight, True)
-            signal = Signal.OK if served else Signal.BACKPRESSURE
-            if not served and gate and gates.refusals_ignore_load(gate_state, now):
-                signal = Signal.FAILURE  # refusals whatever the load: not about the limit
             output = endpoint.tokens(rng) if served else None
             was_shut = gates.is_shut(gate_state, now)
+            resting = gates.refusals_ignore_load(gate_state, now)
             if gate:
                 retry_after = None if served else endpoint.retry_after
-                gate_state = gates.finished(gate_policy, gate_state, now, float(began), flight, not served, retry_after)
+                judge = finished in judges
+                judges.discard(finished)
+                gate_state = gates.finished(gate_policy, gate_state, now, float(began), not served, retry_after, judge)
+            signal = Signal.OK if served else Signal.BACKPRESSURE
+            if not served and gates.refusals_ignore_load(gate_state, now):
+                signal = Signal.FAILURE  # refusals whatever the load: not about the limit
             burst = not was_shut and gates.is_shut(gate_state, now)
             sample = Sample(signal, float(began), now, flight, in_flight + 1, output, burst=burst)
             if fixed is None:
                 state = update(config, state, sample)
+                if not resting and gates.refusals_ignore_load(gate_state, now):
+                    state = forgive(config, state, now)
                 states.append(state)
                 if state.permits != permits:
                     permits = state.permits
