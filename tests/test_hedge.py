@@ -162,6 +162,28 @@ def test_a_straggler_gets_one_duplicate_after_the_p95_and_the_first_answer_wins(
     assert (hedge.hedges, hedge.hedge_wins, endpoint.cancelled) == (1, 1, 1)
 
 
+def test_a_retry_after_heard_by_the_duplicate_binds_the_call_when_both_fail() -> None:
+    """The primary hangs and is cut by its attempt timeout after the duplicate was refused with Retry-After: the
+    call fails with the refusal, so the retry layer waits it out instead of retrying the prompt at once."""
+    clock = FakeClock(start=0.0)
+    endpoint = Endpoint(clock, latency=0.1)
+    hedge = layer(clock, endpoint, min_delay=0.05)
+    refusal = ErrorResponse("Rate limit exceeded", status=429, kind="http_429", retry_after=1.0)
+
+    async def scenario() -> BaseException:
+        await warm(hedge)
+        endpoint.script = [30.0, refusal]
+        try:
+            await hedge.handle(request())
+        except ProviderError as exc:
+            return exc
+        raise AssertionError("the call should have failed")
+
+    error = run(clock, scenario())
+    assert error is refusal
+    assert hedge.hedges == 1
+
+
 def test_no_duplicate_without_room_in_the_limit() -> None:
     """``may_hedge`` saying no (the limit full, the breaker not closed): the straggler runs alone."""
     clock = FakeClock(start=0.0)

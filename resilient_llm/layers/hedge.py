@@ -146,7 +146,9 @@ class HedgeHandler:
                 return None
 
     async def _first_valid(self, tasks: list[asyncio.Task[ChatResult]], request: ChatRequest) -> ChatResult:
-        """The first answer among the attempts; when all fail, the primary's error."""
+        """The first answer among the attempts; when all fail, the error with the longest Retry-After (the server's
+        word binds the prompt, whichever attempt heard it: a primary cut by its timeout after the duplicate was told
+        to wait must not be retried at once), else the primary's."""
         pending = set(tasks)
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -156,4 +158,11 @@ class HedgeHandler:
                         self.hedge_wins += 1
                         self._log.info("hedge_won", call_id=request.call_id, model=request.model)
                     return task.result()
+        hinted = [
+            error
+            for task in tasks
+            if isinstance(error := task.exception(), ProviderError) and error.retry_after is not None
+        ]
+        if hinted:
+            raise max(hinted, key=lambda error: error.retry_after or 0.0)
         return tasks[0].result()  # raises the primary's error
