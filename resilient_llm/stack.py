@@ -39,11 +39,13 @@ class Stack:
     cache: CacheHandler | None
     breaker: BreakerHandler
     limit: LimitHandler
+    timer: AttemptTimer
     http: HTTPHandler
 
     async def aclose(self) -> None:
         await self.breaker.aclose()
         await self.limit.aclose()
+        await self.timer.aclose()
         await self.http.aclose()
         if self.cache is not None:
             await self.cache.aclose()
@@ -147,4 +149,4 @@ def build_stack(
             read_now=store.get_now if isinstance(store, DiskStore) else None,
         )
     observe = ObserveHandler(cache or fallback, logger, log_prompts=config.log.prompts, metrics=metrics)
-    return Stack(top=observe, cache=cache, breaker=breaker, limit=limit, http=http)
+    return Stack(top=observe, cache=cache, breaker=breaker, limit=limit, timer=timer, http=http)

@@ -309,6 +309,49 @@ def test_a_hung_attempt_is_cut_after_a_multiple_of_the_p99() -> None:
     assert endpoint.timeouts[-1] == pytest.approx(2.0)
 
 
+def test_a_hang_among_the_first_attempts_is_cut_once_the_others_show_it_overdue() -> None:
+    """The very first attempt hangs while thirty others are answered in 0.1 s: once those give the model a p99, the
+    hung one is cut (at the floor, 1 s) instead of holding its call for the whole 60 s timeout."""
+    clock = FakeClock(start=0.0)
+    endpoint = Endpoint(clock, latency=0.1)
+    hedge, windows = timer(clock, endpoint, attempt_timeout_factor=4.0, attempt_timeout_min=1.0)
+
+    async def scenario() -> tuple[BaseException | ChatResult, float]:
+        endpoint.script = [600.0]
+        started = clock.now()
+        hung = asyncio.ensure_future(hedge.handle(request(timeout=60.0)))
+        await asyncio.gather(*(hedge.handle(request()) for _ in range(30)))
+        outcome = (await asyncio.gather(hung, return_exceptions=True))[0]
+        took = clock.now() - started
+        await hedge.aclose()
+        return outcome, took
+
+    outcome, took = run(clock, scenario())
+    assert isinstance(outcome, ProviderTimeout)
+    assert outcome.kind == "total_timeout"
+    assert took == pytest.approx(1.0)
+    assert windows.of(MODEL).cut_share > 0
+
+
+def test_a_first_attempt_cancelled_by_its_caller_stays_cancelled() -> None:
+    """The watch over an attempt sent before the model had latencies turns only its own cut into a timeout: the
+    caller's cancellation (a hedge lost, the call given up) still arrives as a cancellation."""
+    clock = FakeClock(start=0.0)
+    endpoint = Endpoint(clock, latency=0.1)
+    hedge, _ = timer(clock, endpoint, attempt_timeout_factor=4.0, attempt_timeout_min=1.0)
+
+    async def scenario() -> bool:
+        endpoint.script = [600.0]
+        hung = asyncio.ensure_future(hedge.handle(request(timeout=60.0)))
+        await clock.sleep(0.5)
+        hung.cancel()
+        outcome = (await asyncio.gather(hung, return_exceptions=True))[0]
+        await hedge.aclose()
+        return isinstance(outcome, asyncio.CancelledError)
+
+    assert run(clock, scenario())
+
+
 def test_the_cut_is_suspended_when_the_model_got_slower_for_everyone() -> None:
     """Once more than MAX_CUT_SHARE of recent attempts were cut, attempts get the call's whole timeout again, so the
     slower answers arrive and the percentiles catch up."""

@@ -74,23 +74,23 @@ def test_the_deadline_covers_waiting_for_a_slot() -> None:
 
 
 def test_a_burst_of_retry_after_refusals_pauses_every_attempt_to_the_endpoint() -> None:
-    """Two 429s with Retry-After in a row shut the gate: the next attempts wait it out instead of each meeting one."""
+    """Three 429s with Retry-After in a row shut the gate: the next attempts wait it out instead of each meeting one."""
     sent: list[float] = []
 
     async def respond(_: ChatRequest) -> ChatResult:
         sent.append(time.monotonic())
-        if len(sent) <= 2:
+        if len(sent) <= 3:
             raise ErrorResponse("slow down", kind="http_429", status=429, retry_after=0.3)
         return answer()
 
     async def scenario() -> float:
         limit = LimitHandler(Fake(respond), LimitConfig())
-        for _ in range(2):
+        for _ in range(3):
             with pytest.raises(ErrorResponse):
                 await limit.handle(request())
         told = time.monotonic()
         await asyncio.gather(*(limit.handle(request()) for _ in range(5)))
-        return min(sent[2:]) - told
+        return min(sent[3:]) - told
 
     assert asyncio.run(scenario()) >= 0.28
 

@@ -66,7 +66,7 @@ async def timed(clock: FakeClock, call: Awaitable[T]) -> tuple[T | BaseException
 
 
 def test_a_model_refused_in_a_burst_does_not_slow_another_model() -> None:
-    """Two 429s with Retry-After 30 s in a row shut the troubled model's gate; the healthy model's calls go on at
+    """Three 429s with Retry-After 30 s in a row shut the troubled model's gate; the healthy model's calls go on at
     their own latency meanwhile, and the troubled model's next call waits the 30 s."""
     clock = FakeClock(start=0.0)
     endpoint = Endpoint(clock)
@@ -74,7 +74,7 @@ def test_a_model_refused_in_a_burst_does_not_slow_another_model() -> None:
     limit = LimitHandler(endpoint, LimitConfig(), clock=clock)
 
     async def scenario() -> tuple[list[float], float]:
-        for _ in range(2):
+        for _ in range(3):
             with pytest.raises(ErrorResponse):
                 await limit.handle(request(TROUBLED))
         del endpoint.errors[TROUBLED]
@@ -206,7 +206,7 @@ def test_a_gate_never_holds_a_call_past_its_deadline() -> None:
     limit = LimitHandler(endpoint, LimitConfig(), clock=clock)
 
     async def scenario() -> tuple[BaseException | ChatResult, float]:
-        for _ in range(2):
+        for _ in range(3):
             with pytest.raises(ErrorResponse):
                 await limit.handle(request(TROUBLED))
         return await timed(clock, limit.handle(request(TROUBLED, deadline=clock.now() + 5.0)))
