@@ -83,6 +83,28 @@ def test_futile_pauses_rest_the_gate_and_tell_the_limit_to_ignore_refusals() -> 
     assert is_shut(run(state, later, "rrr"), later + 0.5)
 
 
+def test_each_rest_after_futile_pauses_again_is_twice_as_long() -> None:
+    """Random refusals for good: after the first rest, two more futile pauses rest twice as long (the probing costs
+    two pauses each time); a pause that helps starts over from ``rest_s``."""
+
+    def futile_pair(state: GateState, at: float) -> GateState:
+        for cycle in range(2):
+            now = at + cycle * 3.0
+            state = run(state, now, "rrr")
+            state = run(state, now + 1.05, "rarrarar" * 2, sent=now + 1.0)
+        return state
+
+    state = futile_pair(run(GateState(), 0.0, "ra" * 20), 1.0)
+    assert state.rest_until == pytest.approx(1.0 + 4.05 + POLICY.rest_s)  # judged 4.05 s after the first burst
+    again = state.rest_until + 1.0
+    state = futile_pair(state, again)
+    assert state.rest_until == pytest.approx(again + 4.05 + 2 * POLICY.rest_s)
+    assert state.rests == 2
+    state = run(state, state.rest_until + 1.0, "rrr")
+    state = run(state, state.shut_until + 0.05, "a" * POLICY.judge_after, sent=state.shut_until)
+    assert state.rests == 0
+
+
 def test_no_burst_pauses_again_until_the_last_pause_is_judged() -> None:
     """Bursts among the attempts judging a pause do not pause again: the judges must add up, or random refusals
     keep the gate shut (a new burst came three attempts after each pause)."""
@@ -121,6 +143,6 @@ def test_a_pause_never_judged_is_forgotten_after_the_rest_period() -> None:
 
 def test_a_bad_gate_policy_is_a_config_error_naming_the_accepted_values() -> None:
     """A window of 0 or a share above 1 fails at construction, saying what is accepted."""
-    for bad in ({"window": 0}, {"burst_share": 1.5}, {"rest_s": -1.0}, {"helped_share": 1.0}):
+    for bad in ({"window": 0}, {"burst_share": 1.5}, {"rest_s": -1.0}, {"helped_share": 1.0}, {"rest_max_s": 1.0}):
         with pytest.raises(ConfigError, match="burst_share in"):
             GatePolicy(**bad)

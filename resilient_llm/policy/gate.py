@@ -18,7 +18,8 @@ endpoint they get answers; a limiter refusing whatever the load (60% at random) 
 pause helped when its judges were refused at most half as often as attempts are in general (``background``, at least
 ``helped_share``). Judged without pausing in between: under random 60% refusals a new burst came three attempts after
 each pause, the judges never added up, and the gate stayed shut 95% of a 62 s judge phase (40 pauses). After
-``futile_limit`` futile pauses in a row, bursts pause nobody for ``rest_s`` (then pausing is tried again), and the
+``futile_limit`` futile pauses in a row, bursts pause nobody for ``rest_s``, twice as long each time pausing is found
+futile again without a pause helping in between (up to ``rest_max_s``; then pausing is tried again), and the
 concurrency limit stops learning from refusals meanwhile and takes back the cuts they made
 (``refusals_ignore_load``): they say nothing about our load. The server's word is kept for every request it refused:
 a refused call never goes again before its own Retry-After.
@@ -43,14 +44,16 @@ class GatePolicy:
     helped_share: float = 0.1  # judges refused at most this share (or half the background share): it helped
     futile_limit: int = 2  # pauses in a row that did not help before pausing rests
     rest_s: float = 30.0
+    rest_max_s: float = 600.0  # the longest rest, after futile pauses again and again
 
     def __post_init__(self) -> None:
         counts = (self.window, self.judge_after, self.futile_limit)
         shares_ok = 0 < self.burst_share <= 1 and 0 <= self.helped_share < 1
-        if min(counts) < 1 or not shares_ok or not 0 <= self.rest_s < math.inf:
+        rests_ok = 0 <= self.rest_s <= self.rest_max_s < math.inf
+        if min(counts) < 1 or not shares_ok or not rests_ok:
             raise ConfigError(
                 f"gate policy {self!r}: expected window, judge_after, futile_limit >= 1, burst_share in (0, 1], "
-                "helped_share in [0, 1), rest_s a finite number >= 0"
+                "helped_share in [0, 1), rest_s and rest_max_s finite numbers with 0 <= rest_s <= rest_max_s"
             )
 
 
@@ -65,6 +68,7 @@ class GateState:
     judged_refused: int = 0
     futile: int = 0  # pauses in a row that did not help
     rest_until: float = -math.inf  # bursts pause nobody until then
+    rests: int = 0  # rests in a row, with no pause that helped between them
 
 
 def sending(policy: GatePolicy, state: GateState, now: float) -> tuple[GateState, bool]:
@@ -118,8 +122,14 @@ def _judged(policy: GatePolicy, state: GateState, now: float, judged: int, refus
         return dataclasses.replace(state, judged=judged, judged_refused=refused)
     helped = refused / judged <= max(policy.helped_share, state.background / 2)
     futile = 0 if helped else state.futile + 1
-    rest_until = now + policy.rest_s if futile >= policy.futile_limit else state.rest_until
-    return dataclasses.replace(state, judging_from=None, futile=futile % policy.futile_limit, rest_until=rest_until)
+    rests = 0 if helped else state.rests
+    rest_until = state.rest_until
+    if futile >= policy.futile_limit:
+        rest_until = now + min(policy.rest_max_s, policy.rest_s * 2.0**rests)
+        rests += 1
+    return dataclasses.replace(
+        state, judging_from=None, futile=futile % policy.futile_limit, rest_until=rest_until, rests=rests
+    )
 
 
 def is_shut(state: GateState, now: float) -> bool:
