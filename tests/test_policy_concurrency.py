@@ -340,6 +340,24 @@ def test_a_slower_endpoint_is_the_new_normal_after_two_futile_cuts() -> None:
     assert result.permits_at(result.wall) >= 200
 
 
+def test_a_rate_limit_whose_pauses_help_is_cut_to_what_it_sustained() -> None:
+    """A token bucket (the gate's pauses help: ``paced``): a burst cuts the limit to twice the attempts in flight it
+    answered since the last cut (50 answers/s of 0.05 s: 2.5), not by a tenth; without ``paced``, the usual cut."""
+    state = LimitState(limit=20.0, slow_start=False, decreased_at=0.0, plateau=20.0)
+    answered = [Sample(Signal.OK, i * 0.02, i * 0.02 + 0.05, 3, 3, 12) for i in range(50)]
+    state = feed(state, answered)[-1]
+
+    def burst(paced: bool) -> list[Sample]:
+        refused = Signal.BACKPRESSURE
+        return [Sample(refused, 1.1, 1.15 + i * 1e-3, 20, 20, None, burst=i == 2, paced=paced) for i in range(10)]
+
+    paced = [s for s in feed(state, burst(True)) if s.reason == "backpressure"]
+    plain = [s for s in feed(state, burst(False)) if s.reason == "backpressure"]
+    assert len(paced) == len(plain) == 1
+    assert 4.0 <= paced[0].limit <= 6.0
+    assert plain[0].limit >= 10.0
+
+
 def test_forgive_takes_back_the_backpressure_cuts_and_probes_on_from_there() -> None:
     """Refusals shown to come whatever the load (the gate's pauses did not help): the limit returns to where it was
     before their cuts, out of slow start, and a second forgiveness without new cuts changes nothing."""

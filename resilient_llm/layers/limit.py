@@ -346,6 +346,7 @@ class LimitHandler:
             tokens,
             client_delay=self._lag.during(sent.lag),
             burst=burst,
+            paced=lane.gate.helped,
         )
         before = lane.state.limit
         lane.state = concurrency.update(self._policy, lane.state, sample)

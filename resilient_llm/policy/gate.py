@@ -69,6 +69,7 @@ class GateState:
     futile: int = 0  # pauses in a row that did not help
     rest_until: float = -math.inf  # bursts pause nobody until then
     rests: int = 0  # rests in a row, with no pause that helped between them
+    helped: bool = False  # whether the last judged pause helped (refusals come by rate: a token bucket)
 
 
 def sending(policy: GatePolicy, state: GateState, now: float) -> tuple[GateState, bool]:
@@ -128,7 +129,12 @@ def _judged(policy: GatePolicy, state: GateState, now: float, judged: int, refus
         rest_until = now + min(policy.rest_max_s, policy.rest_s * 2.0**rests)
         rests += 1
     return dataclasses.replace(
-        state, judging_from=None, futile=futile % policy.futile_limit, rest_until=rest_until, rests=rests
+        state,
+        judging_from=None,
+        futile=futile % policy.futile_limit,
+        rest_until=rest_until,
+        rests=rests,
+        helped=helped,
     )
 
 

@@ -173,7 +173,8 @@ def simulate(
             if not served and gates.refusals_ignore_load(gate_state, now):
                 signal = Signal.FAILURE  # refusals whatever the load: not about the limit
             burst = not was_shut and gates.is_shut(gate_state, now)
-            sample = Sample(signal, float(began), now, flight, in_flight + 1, output, burst=burst)
+            paced = gate_state.helped
+            sample = Sample(signal, float(began), now, flight, in_flight + 1, output, burst=burst, paced=paced)
             if fixed is None:
                 state = update(config, state, sample)
                 if not resting and gates.refusals_ignore_load(gate_state, now):
