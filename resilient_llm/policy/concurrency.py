@@ -243,6 +243,7 @@ def follow(config: LimitPolicy, state: LimitState, limit: float, now: float) -> 
         cubic_k=((plateau - state.limit) / config.cubic) ** (1 / 3),
         window=Window(),
         cut_mean=None,
+        served=0.0,
     )
 
 
@@ -263,6 +264,7 @@ def forgive(config: LimitPolicy, state: LimitState, now: float) -> LimitState:
         cut_mean=None,
         refused_level=None,
         before_refusals=None,
+        served=0.0,
         reason="forgiven" if int(limit) != state.permits else None,
     )
 

@@ -63,7 +63,7 @@ class GateState:
     shut_until: float = -math.inf  # new attempts wait until then
     background: float = 0.0  # refused share of finished attempts, a moving average
     judging_from: float | None = None  # attempts sent from then on judge the last pause
-    judges_sent: int = 0
+    judges_sent: int = 0  # judges ``sending`` handed out for the last pause
     judged: int = 0
     judged_refused: int = 0
     futile: int = 0  # pauses in a row that did not help
