@@ -27,8 +27,9 @@ and a gate pause refills it. When the gate's pauses help (``Sample.paced``), a b
 the endpoint sustained since the last cut, in attempts in flight: the seconds of answers it served over the seconds
 elapsed (Little's law; BBR's gain of 2 on the bandwidth-delay product). A bucket of 50/s with 50 ms answers sustains
 2.5 in flight, and 10% or DCTCP cuts from 20 left most of every burst's attempts refused (the simulation's late-429
-bucket: 1.20 requests per call, 1.16 with it; the immediate one 1.08, 1.05). At a capacity edge what was sustained
-is about the limit itself, so twice it never binds.
+bucket: 1.20 requests per call, 1.16 with it; the immediate one 1.08, 1.05). At a capacity edge, in steady state,
+what was sustained is about the limit itself, so twice it does not bind; right after a gate pause, whose second
+counts as elapsed, it can cut deeper than the edge asks (to be measured: a capacity run once cut 92 to 57 there).
 
 Refusals that come whatever our load (a limiter refusing 60% at random) look like an edge when every attempt sees
 the same in-flight level. The gate tells: when its pauses do not help, ``forgive`` takes back the cuts since the
