@@ -11,17 +11,16 @@ fresh fault server in a child process.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from resilient_llm.cli.bench_workload import LOCAL_KEY, Tally, client_environment, run_cell
 from resilient_llm.policy.percentiles import percentiles
+from resilient_llm.testing.environment import env_flags
 from resilient_llm.testing.remote import RemoteFaultServer
 
 RESULTS = Path(__file__).parent / "results"
@@ -45,20 +44,6 @@ SCENARIO_TEXT = (
 )
 HALVE_AT_S = 5.0
 OUTAGE_FROM_S = 0.5
-
-
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def limit_series(log: Path, started_wall: float) -> list[tuple[float, int]]:
@@ -103,7 +88,7 @@ def run(name: str, client: str, out: Path, seed: int = 0) -> dict[str, Any]:
         if outage_s:
             at(OUTAGE_FROM_S, "down", lambda: server.set_down(True, kind="reset"))
             at(OUTAGE_FROM_S + outage_s, "up", lambda: server.set_down(False))
-        with environment(extra), client_environment(trainer_client, server.url, LOCAL_KEY, log):
+        with env_flags(extra), client_environment(trainer_client, server.url, LOCAL_KEY, log):
             started_wall, started = time.time(), time.monotonic()
             for timer in timers:
                 timer.start()

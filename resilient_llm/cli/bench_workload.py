@@ -5,7 +5,6 @@ Shared with ``benchmarks/*``."""
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -13,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from resilient_llm import process
+from resilient_llm.testing.environment import env_flags
 
 MODEL = "openai/gpt-4o-mini"
 LOCAL_KEY = "sk-bench-local-not-a-secret"
@@ -73,18 +72,8 @@ def client_environment(
             "RESILIENT_LLM_FALLBACK_BASE_URL": other_provider,
             "FALLBACK_API_KEY": key,
         }
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    process.shutdown()
-    try:
+    with env_flags(values):
         yield
-    finally:
-        process.shutdown()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 class Tally:

@@ -8,18 +8,16 @@ that may reset every connection for a while; ``compare`` says how many samples k
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import resilient_llm
 from resilient_llm.logs import CALL_EVENT
+from resilient_llm.testing.environment import env_flags
 from resilient_llm.testing.remote import RemoteFaultServer
 from resilient_llm.testing.reward_replica import JUDGE_MODELS, RewardFn, Sample
 
@@ -43,23 +41,6 @@ def trainer_batch(score_rollout: Callable[[int], T], rollouts: int, workers: int
             return list(await asyncio.gather(*rollout_futures, return_exceptions=True))
 
     return asyncio.run(batch())
-
-
-@contextlib.contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    """``values`` in ``os.environ`` for the block, the process-wide engine rebuilt from them, all restored after."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    resilient_llm.shutdown()
-    try:
-        yield
-    finally:
-        resilient_llm.shutdown()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def drop_in_environment(base_url: str, log: Path, setting: str) -> dict[str, str]:
@@ -105,7 +86,7 @@ def run_step(
     timers = []
     if outage is not None:
         timers = [threading.Timer(outage[0], mark, ("down", True)), threading.Timer(sum(outage), mark, ("up", False))]
-    with environment(drop_in_environment(server.url, log, setting)):
+    with env_flags(drop_in_environment(server.url, log, setting)):
         started = time.monotonic()
         for timer in timers:
             timer.start()
