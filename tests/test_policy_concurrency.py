@@ -340,6 +340,24 @@ def test_a_slower_endpoint_is_the_new_normal_after_two_futile_cuts() -> None:
     assert result.permits_at(result.wall) >= 200
 
 
+def test_refusals_deepen_the_cut_by_the_slot_time_they_held_not_by_their_count() -> None:
+    """A window at a capacity edge where 429s come back at once (2 ms) and outnumber the 0.5 s answers three to one
+    gets the plain cut; the same refusals taking as long as an answer (a late bucket) cut deeper (DCTCP)."""
+    state = LimitState(limit=100.0, slow_start=False, decreased_at=0.0, plateau=100.0)
+
+    def window(refusal_s: float) -> list[Sample]:
+        answers = [Sample(Signal.OK, 1.0, 1.5 + i * 1e-3, 90, 100, 12) for i in range(10)]
+        refused = [Sample(Signal.BACKPRESSURE, 1.2, 1.2 + refusal_s + i * 1e-3, 100, 100, None) for i in range(30)]
+        closing = Sample(Signal.OK, 1.8, 2.3, 95, 95, 12)  # sent after the window opened: it closes it
+        return [*answers, *refused, closing]
+
+    quick = [s for s in feed(state, window(0.002)) if s.reason == "backpressure"]
+    late = [s for s in feed(state, window(0.5)) if s.reason == "backpressure"]
+    assert len(quick) == len(late) == 1
+    assert quick[0].limit == pytest.approx(CONFIG.backoff_ratio * 100)
+    assert late[0].limit < 0.7 * 100
+
+
 def test_a_rate_limit_whose_pauses_help_is_cut_to_what_it_sustained() -> None:
     """A token bucket (the gate's pauses help: ``paced``): a burst cuts the limit to twice the attempts in flight it
     answered since the last cut (50 answers/s of 0.05 s: 2.5), not by a tenth; without ``paced``, the usual cut."""

@@ -13,9 +13,13 @@ start or the end, Netflix's rule): an idle limit has learned nothing and must no
 **Refusals** (429, in-flight-budget 402) are judged once per window (one round trip and at least
 ``min_window_samples`` attempts). When every refused attempt had at least as many in flight as every answered one,
 the endpoint's capacity is in between: cut to ``backoff_ratio`` times the lowest refused level, deeper when more of
-the window was refused (``1 - share / 2``, DCTCP's rule, at most halving: a token bucket whose 429 comes after an
-answer's latency has every attempt in flight refused by the time the first refusal is back, and 10% per burst left
-1.30 requests per call in the simulation, 1.18 with it), and let CUBIC level off one below it. The cut ending slow
+the window's slot time went to refused attempts (``1 - share / 2``, DCTCP's rule, at most halving: a token bucket
+whose 429 comes after an answer's latency has every attempt in flight refused by the time the first refusal is back,
+and 10% per burst left 1.30 requests per call in the simulation, 1.18 with it). Slot time, not a count of attempts:
+a 429 sent back at once frees its slot for the next queued caller at once, so at a capacity edge with 1000 callers
+refusals outnumber answers whatever the overshoot (counted, one cut took 92 to 57 after a pause); on the wire the
+late-429 bucket went from 1.19-1.25 to 1.12-1.17 requests per call with slot time. Then CUBIC levels off one below
+the refused level. The cut ending slow
 start is squared: refusals in transit count as in flight, so an overshoot's lowest refused level lies above capacity
 (~113 at 100; one 10% cut left the limit over it, drawing a second pause). Refusals among answers at higher levels,
 or a lone one while the limit idles (it cut 54 to 4 between a trainer's batches), are not about our concurrency: the
@@ -186,6 +190,8 @@ class Window:
     refused_min: int | None = None  # fewest in flight at the start of one that was refused
     answered_top: int = 0  # answered with in flight >= ``separation`` times the most seen answered so far
     bursts: int = 0  # refusals among them that made the gate pause
+    busy: float = 0.0  # seconds the window's attempts held their slots, added up
+    refused_busy: float = 0.0  # ... of them, the refused attempts'
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +319,8 @@ def _record(config: LimitPolicy, window: Window, sample: Sample, limit: float) -
         refused_min=min(window.refused_min or sample.in_flight, sample.in_flight) if refused else window.refused_min,
         answered_top=window.answered_top + top,
         bursts=window.bursts + (refused and sample.burst),
+        busy=window.busy + latency,
+        refused_busy=window.refused_busy + (latency if refused else 0.0),
     )
 
 
@@ -338,7 +346,11 @@ def _judge(config: LimitPolicy, state: LimitState, window: Window, sample: Sampl
         # Refused above every level that got answers: the capacity's edge, cut just below it (none answered: plain cut).
         level = min(state.limit, float(refused)) if window.answered_max else state.limit
         ratio = config.backoff_ratio**2 if state.slow_start else config.backoff_ratio
-        ratio = max(0.5, min(ratio, 1.0 - refusals / window.samples / 2))  # DCTCP: deeper the more was refused
+        # DCTCP: deeper the more of the window's slot time went to refused attempts. Slot time, not a count: a 429
+        # sent back at once frees its slot for the next queued caller, so with 1000 callers at a capacity edge
+        # refusals outnumber answers whatever the overshoot (a count cut 92 to 57 there after a pause).
+        refused_share = window.refused_busy / window.busy if window.busy > 0 else 0.0
+        ratio = max(0.5, min(ratio, 1.0 - refused_share / 2))
         if sample.paced and window.bursts and math.isfinite(state.decreased_at) and sample.end > state.decreased_at:
             # A rate limit: what it sustained since the last cut, in attempts in flight (Little's law), twice over.
             sustained = state.served / (sample.end - state.decreased_at)
