@@ -15,16 +15,15 @@ start or the end, Netflix's rule): an idle limit has learned nothing and must no
 the endpoint's capacity is in between: cut to ``backoff_ratio`` times the lowest refused level, deeper when more of
 the window's slot time went to refused attempts (``1 - share / 2``, DCTCP's rule, at most halving: a token bucket
 whose 429 comes after an answer's latency has every attempt in flight refused by the time the first refusal is back,
-and 10% per burst left 1.30 requests per call in the simulation, 1.18 with it). Slot time, not a count of attempts:
-a 429 sent back at once frees its slot for the next queued caller at once, so at a capacity edge with 1000 callers
+and 10% per burst left 1.30 requests per call in the simulation, 1.18 with it). Slot time, not a count of attempts: a
+429 sent back at once frees its slot for the next queued caller at once, so at a capacity edge with 1000 callers
 refusals outnumber answers whatever the overshoot (counted, one cut took 92 to 57 after a pause); on the wire the
 late-429 bucket went from 1.19-1.25 to 1.12-1.17 requests per call with slot time. Then CUBIC levels off one below
-the refused level. The cut ending slow
-start is squared: refusals in transit count as in flight, so an overshoot's lowest refused level lies above capacity
-(~113 at 100; one 10% cut left the limit over it, drawing a second pause). Refusals among answers at higher levels,
-or a lone one while the limit idles (it cut 54 to 4 between a trainer's batches), are not about our concurrency: the
-gate (``policy/gate.py``) paces those. Once per window: a burst of 429s counts once; attempts sent before a decrease
-are not judged again.
+the refused level. The cut ending slow start is squared: refusals in transit count as in flight, so an overshoot's
+lowest refused level lies above capacity (~113 at 100; one 10% cut left the limit over it, drawing a second pause).
+Refusals among answers at higher levels, or a lone one while the limit idles (it cut 54 to 4 between a trainer's
+batches), are not about our concurrency: the gate (``policy/gate.py``) paces those. Once per window: a burst of 429s
+counts once; attempts sent before a decrease are not judged again.
 
 A rate limit (a token bucket) has no concurrency edge: it refuses whatever is in flight once its tokens are spent,
 and a gate pause refills it. When the gate's pauses help (``Sample.paced``), a burst's cut goes down to twice what
