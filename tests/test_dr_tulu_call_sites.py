@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from open_instruct.search_rewards.utils import run_utils
-from resilient_llm.testing.fault_server import FaultServer
+from resilient_llm.testing.remote import RemoteFaultServer
 from tests.conftest import read_log
 
 JUDGE_MODEL = "openai/gpt-4o-mini"
@@ -89,7 +89,9 @@ def run_training(batches: int, rollouts: int, rubrics: int) -> tuple[list[float]
 @pytest.mark.slow
 def test_replica_on_a_flaky_endpoint(monkeypatch: pytest.MonkeyPatch, log_path: Path) -> None:
     """16 rollouts x 8 rubrics x 4 batches on ~30% faults: no exception, real scores, rubrics generated."""
-    with FaultServer("flaky", seed=5, retry_after_s=0.05, hang_s=5.0) as flaky:
+    # in its own process, as the endpoint is: an in-process server shares our GIL, and its lag would read two
+    # requests sent apart as sent together
+    with RemoteFaultServer("flaky", seed=5, retry_after_s=0.05, hang_s=5.0) as flaky:
         monkeypatch.setenv("OPENAI_API_BASE", flaky.url)
         monkeypatch.setenv("LITELLM_DEFAULT_TIMEOUT", "1")
         scores, rubric_counts, errors = run_training(batches=4, rollouts=16, rubrics=8)

@@ -107,6 +107,28 @@ def test_retry_before_retry_after_is_a_violation() -> None:
         assert server.stats()["retry_after_violations"] == 1
 
 
+def test_a_duplicate_sent_before_the_refusal_went_out_is_no_violation() -> None:
+    """A hedge-like duplicate that reaches the server while the first request's late 429 is still on its way could
+    not know of it: not a violation; the same prompt sent again after that 429, inside its Retry-After, is one."""
+    with FaultServer("throttle-late", latency_s=0.3, retry_after_s=1.0) as server:
+        server.script("http_429", "ok", "ok")
+        body: dict[str, Any] = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "twice"}]}
+
+        async def run() -> list[int]:
+            async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
+                url = server.url + "/chat/completions"
+                refused = asyncio.create_task(client.post(url, json=body, headers=HEADERS))
+                await asyncio.sleep(0.1)
+                duplicate = await client.post(url, json=body, headers=HEADERS)
+                first = await refused
+                before = server.stats()["retry_after_violations"]
+                again = await client.post(url, json=body, headers=HEADERS)
+                after = server.stats()["retry_after_violations"]
+                return [first.status_code, duplicate.status_code, again.status_code, before, after]
+
+        assert asyncio.run(run()) == [429, 200, 200, 0, 1]
+
+
 @pytest.mark.slow
 def test_clean_500ms_answers_in_500_plus_minus_100_ms() -> None:
     """Every answer of clean-500ms takes 0.4-0.6 s, the same for the same request, and they differ."""

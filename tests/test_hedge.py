@@ -290,6 +290,46 @@ def test_no_hedge_from_a_loop_that_woke_late() -> None:
     assert run(clock, scenario()) == [0, 1]
 
 
+class ReadInTurns(Endpoint):
+    """Answers its next call with ``refusal`` after ``latency``, read ``turns`` loop turns later: a 429 that reached the
+    socket as the hedge timer fired, read once the loop gets to it."""
+
+    def __init__(self, clock: FakeClock, refusal: ProviderError, turns: int) -> None:
+        super().__init__(clock, latency=0.1)
+        self.refusal: ProviderError | None = refusal
+        self.turns = turns
+
+    async def handle(self, request: ChatRequest) -> ChatResult:
+        refusal, self.refusal = self.refusal, None
+        if refusal is None:
+            return await super().handle(request)
+        await self.clock.sleep(self.latency)
+        for _ in range(self.turns):
+            await asyncio.sleep(0)
+        raise refusal
+
+
+@pytest.mark.parametrize("turns", [0, 6])
+def test_no_duplicate_while_the_primary_answer_waits_to_be_read(turns: int) -> None:
+    """A 429 that arrived as the hedge delay ran out is read before a duplicate goes: the prompt is not sent again
+    inside its Retry-After, and the call fails with the refusal for the retry layer to wait out."""
+    clock = FakeClock(start=0.0)
+    refusal = ErrorResponse("Rate limit exceeded", status=429, kind="http_429", retry_after=1.0)
+    endpoint = ReadInTurns(clock, refusal, turns)
+    hedge = layer(clock, endpoint, min_delay=0.05, attempt_timeout_factor=0.0)
+
+    async def scenario() -> BaseException:
+        endpoint.refusal, waiting = None, endpoint.refusal
+        await warm(hedge)  # the p95, so the hedge delay, is the refusal's own 0.1 s
+        endpoint.refusal = waiting
+        with pytest.raises(ErrorResponse) as caught:
+            await hedge.handle(request())
+        return caught.value
+
+    assert run(clock, scenario()) is refusal
+    assert hedge.hedges == 0
+
+
 def test_a_hung_attempt_is_cut_after_a_multiple_of_the_p99() -> None:
     """With hedging unable to help, a hung attempt ends at factor x p99 (floor permitting), not the call's timeout."""
     clock = FakeClock(start=0.0)

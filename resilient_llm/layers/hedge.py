@@ -143,6 +143,21 @@ class _Overdue:
         self._timer.cancel()
 
 
+# An answer already in the socket reaches the hedge layer in 5-6 loop turns (measured through the transport, timer and
+# limit, on asyncio and uvloop); twice that, so a busy loop reads it before a duplicate goes.
+READ_TURNS = 12
+
+
+async def _read_first(primary: asyncio.Task[ChatResult]) -> bool:
+    """Whether ``primary`` ends within a few loop turns. A loop that woke late, or had other work first, may hold the
+    primary's answer unread; a duplicate sent then could reach the endpoint inside the Retry-After it refused with."""
+    for _ in range(READ_TURNS):
+        if primary.done():
+            return True
+        await asyncio.sleep(0)
+    return primary.done()
+
+
 class HedgeHandler:
     """Wraps one attempt above the limit; the duplicate goes through the same layers below (limit, timer, http)."""
 
@@ -211,7 +226,7 @@ class HedgeHandler:
                 return None  # the attempt would be cut before its duplicate went
             step = started + delay - now
             if step <= 0:
-                return delay
+                return None if await _read_first(primary) else delay
             wake_at = now + step
             if await self._clock.wait(finished, step):
                 return None

@@ -86,7 +86,8 @@ class FaultServer:
         self._counters = Counters()
         self._script: collections.deque[str] = collections.deque()
         self._seen: collections.Counter[str] = collections.Counter()
-        self._not_before: dict[str, float] = {}
+        # per prompt: when its last refusal goes out, and until when the prompt may not come back
+        self._refused: dict[str, tuple[float, float]] = {}
         self._first_request_at: float | None = None
         self.down = False  # when True every request meets ``down_kind`` (a manual outage)
         self.down_kind = "http_503"  # or "reset": every connection reset, as a dead load balancer does
@@ -140,7 +141,7 @@ class FaultServer:
         with self._lock:
             self._counters = Counters(in_flight=self._counters.in_flight, admitted=self._counters.admitted)
             self._seen.clear()
-            self._not_before.clear()
+            self._refused.clear()
             self._first_request_at = None
 
     def start(self) -> FaultServer:
@@ -290,9 +291,11 @@ class FaultServer:
             self._counters.per_model[model] += 1
             if self._first_request_at is None:
                 self._first_request_at = now
-            not_before = self._not_before.pop(digest, None)
-            if not_before is not None and now < not_before - 0.005:
-                self._counters.retry_after_violations += 1
+            refused_at, not_before = self._refused.get(digest, (now, now))
+            if refused_at <= now:  # a request that came before the refusal went out (a hedge) could not know of it
+                self._refused.pop(digest, None)
+                if now < not_before - 0.005:
+                    self._counters.retry_after_violations += 1
             seen = self._seen[digest]
             self._seen[digest] += 1
             admitted = at_once = False  # at_once: refused at once (the endpoint is full or out of tokens)
@@ -326,7 +329,7 @@ class FaultServer:
             c.peak_admitted = max(c.peak_admitted, c.admitted)
             delay = 0.0 if at_once else self._latency(f"{self._seed}:{digest}:{seen}")
             if kind in ("http_429", "budget_402", *HINTED_KINDS):
-                self._not_before[digest] = now + delay + self.retry_after_s
+                self._refused[digest] = (now + delay, now + delay + self.retry_after_s)
             self._counters.faults[kind] += 1
         return kind, delay, admitted
 
