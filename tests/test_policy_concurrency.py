@@ -376,6 +376,36 @@ def test_a_rate_limit_whose_pauses_help_is_cut_to_what_it_sustained() -> None:
     assert plain[0].limit >= 10.0
 
 
+def test_a_window_of_quick_refusals_shorter_than_half_an_answer_gets_the_plain_cut() -> None:
+    """Eight 429s sent back within 6 ms, before any answer of the window could come back (0.5 s answers), close a
+    window whose slot time is all refused: that says nothing, so the cut is the plain tenth, not a halving."""
+    state = LimitState(limit=104.0, slow_start=False, decreased_at=0.0, plateau=104.0, baseline=0.5)
+    refused = [Sample(Signal.BACKPRESSURE, 1.0 + i * 1e-3, 1.001 + i * 1e-3, 104, 104, None) for i in range(9)]
+    cuts = [s for s in feed(state, refused) if s.reason == "backpressure"]
+    assert len(cuts) == 1
+    assert cuts[0].limit == pytest.approx(CONFIG.backoff_ratio * 104)
+
+
+def test_a_paced_cut_waits_until_the_gate_was_open_two_answer_latencies_since_the_last_cut() -> None:
+    """Right after a cut and a 1 s pause, what was served says little about what the endpoint sustains (a capacity
+    edge read as sustaining half of it): the burst gets the usual cut. Later, the paced cut applies, pauses counted
+    as elapsed time (a token bucket refills in them)."""
+    state = LimitState(limit=100.0, slow_start=False, decreased_at=0.0, plateau=100.0, shut=0.0)
+    answers = [Sample(Signal.OK, 0.0, 0.5 + i * 1e-3, 100, 100, 12, shut=1.0) for i in range(20)]
+    state = feed(state, answers)[-1]
+
+    def burst(at: float) -> list[Sample]:
+        return [
+            Sample(Signal.BACKPRESSURE, at, at + 0.1 + i * 1e-3, 100, 100, None, burst=i == 0, paced=True, shut=1.0)
+            for i in range(10)
+        ]
+
+    soon = [s for s in feed(state, burst(1.2)) if s.reason == "backpressure"]
+    later = [s for s in feed(state, burst(4.0)) if s.reason == "backpressure"]
+    assert soon[0].limit == pytest.approx(CONFIG.backoff_ratio * 100)
+    assert later[0].limit < 0.5 * 100  # 10 s of answers over 4.1 s elapsed: 2.4 in flight sustained, twice over
+
+
 def test_forgive_takes_back_the_backpressure_cuts_and_probes_on_from_there() -> None:
     """Refusals shown to come whatever the load (the gate's pauses did not help): the limit returns to where it was
     before their cuts, out of slow start, and a second forgiveness without new cuts changes nothing."""

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from resilient_llm.errors import ConfigError
-from resilient_llm.policy.gate import GatePolicy, GateState, finished, is_shut, refusals_ignore_load, sending, unjudged
+from resilient_llm.policy.gate import (
+    GatePolicy,
+    GateState,
+    finished,
+    is_shut,
+    refusals_ignore_load,
+    sending,
+    shut,
+    shut_so_far,
+    unjudged,
+)
 
 POLICY = GatePolicy()
 
@@ -45,6 +55,17 @@ def test_refusals_of_attempts_sent_before_the_pause_ended_do_not_lengthen_it() -
     state = run(GateState(), 1.0, "rrr")
     state = run(state, 1.5, "rrrrrr", sent=0.9)
     assert state.shut_until == 2.0
+
+
+def test_the_seconds_shut_add_up_over_pauses_and_overlaps_count_once() -> None:
+    """A burst's pause and a longer wait laid over it (a spent quota) add up to the time nothing could be sent,
+    counted up to now while a pause is under way."""
+    state = run(GateState(), 1.0, "rrr")  # shut 1.0 .. 2.0
+    assert shut_so_far(state, 1.5) == pytest.approx(0.5)
+    state = shut(state, 1.5, 3.0)  # extended to 3.0: the overlap counts once
+    assert shut_so_far(state, 2.0) == pytest.approx(1.0)
+    assert shut_so_far(state, 10.0) == pytest.approx(2.0)
+    assert shut(state, 10.0, 9.0) is state  # a wait already over changes nothing
 
 
 def test_a_refusal_without_retry_after_never_pauses() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import itertools
 import math
 from collections.abc import Callable
@@ -315,8 +314,7 @@ class LimitHandler:
         now = self._clock.now()
         if until <= now:
             return
-        if until > lane.gate.shut_until:
-            lane.gate = dataclasses.replace(lane.gate, shut_until=until)
+        lane.gate = gate.shut(lane.gate, now, until)
         if lane.gate_timer is not None:
             lane.gate_timer.cancel()
         lane.gate_timer = self._timers.call_at(lane.gate.shut_until, self._wake)
@@ -347,6 +345,7 @@ class LimitHandler:
             client_delay=self._lag.during(sent.lag),
             burst=burst,
             paced=lane.gate.helped,
+            shut=gate.shut_so_far(lane.gate, now),
         )
         before = lane.state.limit
         lane.state = concurrency.update(self._policy, lane.state, sample)

@@ -18,7 +18,9 @@ whose 429 comes after an answer's latency has every attempt in flight refused by
 and 10% per burst left 1.30 requests per call in the simulation, 1.18 with it). Slot time, not a count of attempts: a
 429 sent back at once frees its slot for the next queued caller at once, so at a capacity edge with 1000 callers
 refusals outnumber answers whatever the overshoot (counted, one cut took 92 to 57 after a pause); on the wire the
-late-429 bucket went from 1.19-1.25 to 1.12-1.17 requests per call with slot time. Then CUBIC levels off one below
+late-429 bucket went from 1.19-1.25 to 1.12-1.17 requests per call with slot time. A window shorter than half an
+answer's latency holds refusals sent back at once and hardly an answer, so its slot time is not weighed (eight such
+429s read as all slot time refused and halved the limit, 104 to 52, at an edge of 100). Then CUBIC levels off one below
 the refused level. The cut ending slow start is squared: refusals in transit count as in flight, so an overshoot's
 lowest refused level lies above capacity (~113 at 100; one 10% cut left the limit over it, drawing a second pause).
 Refusals among answers at higher levels, or a lone one while the limit idles (it cut 54 to 4 between a trainer's
@@ -32,7 +34,8 @@ elapsed (Little's law; BBR's gain of 2 on the bandwidth-delay product). A bucket
 2.5 in flight, and 10% or DCTCP cuts from 20 left most of every burst's attempts refused (the simulation's late-429
 bucket: 1.20 requests per call, 1.16 with it; the immediate one 1.08, 1.05). At a capacity edge, in steady state,
 what was sustained is about the limit itself, so twice it does not bind; right after a gate pause, whose second
-counts as elapsed, it can cut deeper than the edge asks (to be measured: a capacity run once cut 92 to 57 there).
+counted as elapsed, read a capacity edge as sustaining half of it (106 to 53, then 20 s of climbing back): the rate
+is taken only once the gate has been open two answer latencies since the last cut, so the attempts have turned over.
 
 Refusals that come whatever our load (a limiter refusing 60% at random) look like an edge when every attempt sees
 the same in-flight level. The gate tells: when its pauses do not help, ``forgive`` takes back the cuts since the
@@ -160,6 +163,7 @@ class Sample:
     client_delay: float = 0.0  # of its latency, seconds our own process was late (its event loop lagging)
     burst: bool = False  # a refusal that made the gate pause (refusals in a row: ``policy/gate.py``)
     paced: bool = False  # the gate's last judged pause helped: the endpoint refuses by rate (a token bucket)
+    shut: float = 0.0  # seconds the model's gate has been shut so far, every pause added up (``gate.shut_so_far``)
 
     def __post_init__(self) -> None:
         _check("Sample.start", self.start, math.isfinite(self.start), "a finite number of seconds")
@@ -210,6 +214,8 @@ class LimitState:
     refused_level: float | None = None  # the level the last backpressure cut found refused
     before_refusals: float | None = None  # the limit before the backpressure cuts since the last ``forgive``
     served: float = 0.0  # seconds of answered attempts since the last decrease (their latencies added up)
+    shut: float = 0.0  # the gate's seconds shut so far, as of the last sample
+    shut_at_decrease: float = 0.0  # ... as of the last decrease: time since then in which nothing could be sent
     reason: str | None = None
 
     @property
@@ -250,6 +256,7 @@ def follow(config: LimitPolicy, state: LimitState, limit: float, now: float) -> 
         window=Window(),
         cut_mean=None,
         served=0.0,
+        shut_at_decrease=state.shut,
     )
 
 
@@ -271,14 +278,15 @@ def forgive(config: LimitPolicy, state: LimitState, now: float) -> LimitState:
         refused_level=None,
         before_refusals=None,
         served=0.0,
+        shut_at_decrease=state.shut,
         reason="forgiven" if int(limit) != state.permits else None,
     )
 
 
 def update(config: LimitPolicy, state: LimitState, sample: Sample) -> LimitState:
     """The state after one finished attempt."""
-    if state.reason is not None:
-        state = dataclasses.replace(state, reason=None)
+    if state.reason is not None or sample.shut > state.shut:
+        state = dataclasses.replace(state, reason=None, shut=max(state.shut, sample.shut))
     if sample.signal is Signal.OK and sample.end > state.decreased_at:
         state = dataclasses.replace(state, served=state.served + sample.end - max(sample.start, state.decreased_at))
     if sample.signal in (Signal.FAILURE, Signal.CANCELLED) or sample.start < state.decreased_at:
@@ -349,11 +357,18 @@ def _judge(config: LimitPolicy, state: LimitState, window: Window, sample: Sampl
         # sent back at once frees its slot for the next queued caller, so with 1000 callers at a capacity edge
         # refusals outnumber answers whatever the overshoot (a count cut 92 to 57 there after a pause).
         refused_share = window.refused_busy / window.busy if window.busy > 0 else 0.0
+        if state.baseline is not None and sample.end - window.opened < state.baseline / 2:
+            refused_share = 0.0  # quick refusals and hardly an answer yet: the slot time says nothing
         ratio = max(0.5, min(ratio, 1.0 - refused_share / 2))
         if sample.paced and window.bursts and math.isfinite(state.decreased_at) and sample.end > state.decreased_at:
-            # A rate limit: what it sustained since the last cut, in attempts in flight (Little's law), twice over.
-            sustained = state.served / (sample.end - state.decreased_at)
-            ratio = min(ratio, max(config.min_limit, PACED_GAIN * sustained) / max(level, 1.0))
+            # A rate limit: what it sustained since the last cut, in attempts in flight (Little's law), twice over,
+            # once the attempts have turned over; over the elapsed time, pauses included (a bucket refills in them).
+            elapsed = sample.end - state.decreased_at
+            open_s = elapsed - (state.shut - state.shut_at_decrease)
+            answer_s = (window.busy - window.refused_busy) / window.answered if window.answered else math.inf
+            if open_s >= 2 * answer_s:
+                sustained = state.served / elapsed
+                ratio = min(ratio, max(config.min_limit, PACED_GAIN * sustained) / max(level, 1.0))
         return _decrease(config, state, level, ratio, sample.end, "backpressure")
     if window.timed < config.min_window_samples:
         return state
@@ -417,6 +432,7 @@ def _decrease(
         window=Window(),
         cut_mean=None,
         served=0.0,
+        shut_at_decrease=state.shut,
         reason=reason if int(limit) != state.permits else None,
     )
 

@@ -61,6 +61,7 @@ class GatePolicy:
 class GateState:
     recent: tuple[bool, ...] = ()  # refused or not, of the last ``window`` attempts sent since the last pause
     shut_until: float = -math.inf  # new attempts wait until then
+    shut_s: float = 0.0  # seconds of every pause so far, added up (those under way to their end)
     background: float = 0.0  # refused share of finished attempts, a moving average
     judging_from: float | None = None  # attempts sent from then on judge the last pause
     judges_sent: int = 0  # judges ``sending`` handed out for the last pause
@@ -112,10 +113,9 @@ def finished(
         return state
     if sum(recent) < policy.burst_share * policy.window:
         return state
-    until = now + retry_after
-    return dataclasses.replace(
-        state, recent=(), shut_until=until, judging_from=until, judges_sent=0, judged=0, judged_refused=0
-    )
+    state = shut(state, now, now + retry_after)
+    until = state.shut_until
+    return dataclasses.replace(state, recent=(), judging_from=until, judges_sent=0, judged=0, judged_refused=0)
 
 
 def _judged(policy: GatePolicy, state: GateState, now: float, judged: int, refused: int) -> GateState:
@@ -138,8 +138,20 @@ def _judged(policy: GatePolicy, state: GateState, now: float, judged: int, refus
     )
 
 
+def shut(state: GateState, now: float, until: float) -> GateState:
+    """The gate kept shut until ``until`` at least (a pause, or a spent quota's wait)."""
+    if until <= max(now, state.shut_until):
+        return state
+    return dataclasses.replace(state, shut_until=until, shut_s=state.shut_s + until - max(now, state.shut_until))
+
+
 def is_shut(state: GateState, now: float) -> bool:
     return now < state.shut_until
+
+
+def shut_so_far(state: GateState, now: float) -> float:
+    """Seconds the gate has been shut up to ``now``, all pauses added up: time in which nothing could be sent."""
+    return state.shut_s - max(0.0, state.shut_until - now)
 
 
 def refusals_ignore_load(state: GateState, now: float) -> bool:

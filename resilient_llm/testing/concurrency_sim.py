@@ -174,7 +174,10 @@ def simulate(
                 signal = Signal.FAILURE  # refusals whatever the load: not about the limit
             burst = not was_shut and gates.is_shut(gate_state, now)
             paced = gate_state.helped
-            sample = Sample(signal, float(began), now, flight, in_flight + 1, output, burst=burst, paced=paced)
+            shut = gates.shut_so_far(gate_state, now)
+            sample = Sample(
+                signal, float(began), now, flight, in_flight + 1, output, burst=burst, paced=paced, shut=shut
+            )
             if fixed is None:
                 state = update(config, state, sample)
                 if not resting and gates.refusals_ignore_load(gate_state, now):
