@@ -154,6 +154,30 @@ def test_refusals_among_answers_at_higher_levels_do_not_cut() -> None:
     assert not [s for s in states if s.reason == "backpressure"]
 
 
+def test_a_burst_among_answers_cuts_once_the_gate_found_a_rate_limit() -> None:
+    """A token bucket refuses at any level, so its refusals sit among answers at the same levels; once the gate's
+    pauses were seen to help (``paced``), a burst is the limit's to cut (to what the bucket sustained), where before
+    the limit stayed at 66 over four pauses of a late-429 bucket and every pause cycle lost 30 requests."""
+    state = LimitState(limit=66.0, slow_start=False, decreased_at=0.0, plateau=66.0)
+    answered = [Sample(Signal.OK, 0.1 + i * 0.02, 0.15 + i * 0.02, 20 + i % 12, 20, 12) for i in range(50)]
+    state = feed(state, answered)[-1]
+
+    def burst(paced: bool) -> list[Sample]:
+        among = [Sample(Signal.OK, 1.1, 1.15 + i * 1e-3, 31, 31, 12) for i in range(6)]
+        refused = [
+            Sample(
+                Signal.BACKPRESSURE, 1.1 if i == 0 else 1.2, 1.25 + i * 1e-3, 20, 20, None, burst=i == 1, paced=paced
+            )
+            for i in range(4)
+        ]
+        return among + refused
+
+    assert not [s for s in feed(state, burst(paced=False)) if s.reason == "backpressure"]
+    cuts = [s for s in feed(state, burst(paced=True)) if s.reason == "backpressure"]
+    assert len(cuts) == 1
+    assert cuts[0].limit <= 6.0  # 50 answers of 0.05 s over 1.25 s: 2 in flight sustained, twice over
+
+
 def test_refusals_as_few_at_the_top_level_as_anywhere_leave_the_limit_alone() -> None:
     """Out of slow start, a limit in full use (every attempt at 32 in flight) meeting 4% of 429s whatever the load:
     refused at the same level as most answers, a small share of them: each request's own, not the limit's."""
@@ -166,6 +190,21 @@ def test_refusals_as_few_at_the_top_level_as_anywhere_leave_the_limit_alone() ->
     states = feed(state, samples)
     assert not [s for s in states if s.reason == "backpressure"]
     assert states[-1].permits >= 32
+
+
+def test_refusals_at_the_top_level_that_chance_explains_do_not_cut() -> None:
+    """Two 429s among ten attempts at the top level, where 4% of attempts are refused at random, come by chance once
+    in 17 windows: no cut. Six of ten do not: cut."""
+    state = LimitState(limit=20.0, slow_start=False, decreased_at=0.0, plateau=20.0)
+
+    def window(refused: int) -> list[Sample]:
+        return [
+            Sample(Signal.BACKPRESSURE if i < refused else Signal.OK, 1.0, 1.5 + i * 1e-3, 20, 20, 12, background=0.04)
+            for i in range(10)
+        ] + [Sample(Signal.OK, 1.6, 2.1, 20, 20, 12, background=0.04)]
+
+    assert not [s for s in feed(state, window(2)) if s.reason == "backpressure"]
+    assert [s for s in feed(state, window(6)) if s.reason == "backpressure"]
 
 
 def test_refusals_that_are_a_large_share_at_the_top_level_cut() -> None:
@@ -384,6 +423,17 @@ def test_a_window_of_quick_refusals_shorter_than_half_an_answer_gets_the_plain_c
     cuts = [s for s in feed(state, refused) if s.reason == "backpressure"]
     assert len(cuts) == 1
     assert cuts[0].limit == pytest.approx(CONFIG.backoff_ratio * 104)
+
+
+def test_a_pause_inside_a_window_does_not_make_its_quick_refusals_look_long() -> None:
+    """Quick 429s on both sides of a 1 s pause, with no answer yet: the window spans 1.1 s but sent for 0.1 s of it,
+    under half an answer's latency, so it gets the plain cut (a capacity run halved 105 to 52 there)."""
+    state = LimitState(limit=105.0, slow_start=False, decreased_at=0.0, plateau=105.0, baseline=0.5)
+    before = [Sample(Signal.BACKPRESSURE, 1.0, 1.001 + i * 1e-3, 105, 105, None, shut=0.0) for i in range(4)]
+    after = [Sample(Signal.BACKPRESSURE, 2.05, 2.06 + i * 1e-3, 105, 105, None, shut=1.0) for i in range(5)]
+    cuts = [s for s in feed(state, before + after) if s.reason == "backpressure"]
+    assert len(cuts) == 1
+    assert cuts[0].limit == pytest.approx(CONFIG.backoff_ratio * 105)
 
 
 def test_a_paced_cut_waits_until_the_gate_was_open_two_answer_latencies_since_the_last_cut() -> None:

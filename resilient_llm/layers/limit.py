@@ -346,6 +346,7 @@ class LimitHandler:
             burst=burst,
             paced=lane.gate.helped,
             shut=gate.shut_so_far(lane.gate, now),
+            background=lane.gate.background,
         )
         before = lane.state.limit
         lane.state = concurrency.update(self._policy, lane.state, sample)

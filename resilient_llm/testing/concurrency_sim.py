@@ -175,8 +175,18 @@ def simulate(
             burst = not was_shut and gates.is_shut(gate_state, now)
             paced = gate_state.helped
             shut = gates.shut_so_far(gate_state, now)
+            background = gate_state.background
             sample = Sample(
-                signal, float(began), now, flight, in_flight + 1, output, burst=burst, paced=paced, shut=shut
+                signal,
+                float(began),
+                now,
+                flight,
+                in_flight + 1,
+                output,
+                burst=burst,
+                paced=paced,
+                shut=shut,
+                background=background,
             )
             if fixed is None:
                 state = update(config, state, sample)
