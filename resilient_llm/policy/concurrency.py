@@ -25,14 +25,14 @@ the refused level. The cut ending slow start is squared: refusals in transit cou
 lowest refused level lies above capacity (~113 at 100; one 10% cut left the limit over it, drawing a second pause).
 Refusals among answers at higher levels, or a lone one while the limit idles (it cut 54 to 4 between a trainer's
 batches), or too few at the top level to be told from a limiter refusing at random (a binomial tail at the
-background share under 1%: 2 of 10 at 4% random 429s come once in 17 windows, and such windows cut a trainer's limit
+background share under 5%: 2 of 10 at 4% random 429s come once in 17 windows, and such windows cut a trainer's limit
 54 to 2 in 5 s), are not about our concurrency: the gate (``policy/gate.py``) paces those. Once per window: a burst
 of 429s counts once; attempts sent before a decrease are not judged again.
 
 A rate limit (a token bucket) has no concurrency edge: it refuses whatever is in flight once its tokens are spent,
 and a gate pause refills it. So once the gate's pauses were seen to help (``Sample.paced``), a burst is the limit's
 to cut even among answers at higher levels (a late-429 bucket kept the limit at 66 over four pauses, 30 requests
-lost in each, 1.32 requests per call; 1.12-1.21 over six runs with this), and the cut goes down to twice what
+lost in each, 1.32 requests per call; 1.12-1.22 over twelve runs with this), and the cut goes down to twice what
 the endpoint sustained since the last cut, in attempts in flight: the seconds of answers it served over the seconds
 elapsed (Little's law; BBR's gain of 2 on the bandwidth-delay product). A bucket of 50/s with 50 ms answers sustains
 2.5 in flight, and 10% or DCTCP cuts from 20 left most of every burst's attempts refused (the simulation's late-429
@@ -366,7 +366,8 @@ def _judge(config: LimitPolicy, state: LimitState, window: Window, sample: Sampl
     )
     rate_limited = sample.paced and window.bursts > 0
     if refused is not None and (above_answers or rate_limited) and load_related and not hiccup:
-        # Refused above every level that got answers: the capacity's edge, cut just below it (none answered: plain cut).
+        # Refused above every level that got answers (the capacity's edge), or a burst at a rate limit: cut just below
+        # the refused level (none answered: a plain cut).
         level = min(state.limit, float(refused)) if window.answered_max else state.limit
         ratio = config.backoff_ratio**2 if state.slow_start else config.backoff_ratio
         # DCTCP: deeper the more of the window's slot time went to refused attempts. Slot time, not a count: a 429
