@@ -32,7 +32,7 @@ of 429s counts once; attempts sent before a decrease are not judged again.
 A rate limit (a token bucket) has no concurrency edge: it refuses whatever is in flight once its tokens are spent,
 and a gate pause refills it. So once the gate's pauses were seen to help (``Sample.paced``), a burst is the limit's
 to cut even among answers at higher levels (a late-429 bucket kept the limit at 66 over four pauses, 30 requests
-lost in each, 1.32 requests per call; 1.12-1.22 over twelve runs with this), and the cut goes down to twice what
+lost in each, 1.32 requests per call; 1.12-1.22 over eleven runs with this), and the cut goes down to twice what
 the endpoint sustained since the last cut, in attempts in flight: the seconds of answers it served over the seconds
 elapsed (Little's law; BBR's gain of 2 on the bandwidth-delay product). A bucket of 50/s with 50 ms answers sustains
 2.5 in flight, and 10% or DCTCP cuts from 20 left most of every burst's attempts refused (the simulation's late-429
