@@ -355,9 +355,9 @@ def _judge(config: LimitPolicy, state: LimitState, window: Window, sample: Sampl
     share = refusals / at_level if at_level else 0.0
     above_answers = refused is not None and refused >= config.separation * window.answered_max
     # In slow start the first refusal above the answered levels is the edge (an overshoot that doubles per round trip
-    # must stop now); after it, refusals must be a share of the top level's attempts, or a burst the gate paused for.
-    # ... and unlikely by chance at the background share (which an edge's own refusals raise: at most half the share
-    # that cuts).
+    # must stop now); after it, refusals must be a burst the gate paused for, or a share of the top level's attempts
+    # that chance does not explain at the background share (which an edge's own refusals raise: at most half the
+    # share that cuts).
     background = min(sample.background, config.min_refused_share / 2)
     load_related = (
         state.slow_start
@@ -378,7 +378,7 @@ def _judge(config: LimitPolicy, state: LimitState, window: Window, sample: Sampl
         if state.baseline is not None and sending_s < state.baseline / 2:
             refused_share = 0.0  # quick refusals and hardly an answer yet: the slot time says nothing
         ratio = max(0.5, min(ratio, 1.0 - refused_share / 2))
-        if sample.paced and window.bursts and math.isfinite(state.decreased_at) and sample.end > state.decreased_at:
+        if rate_limited and math.isfinite(state.decreased_at) and sample.end > state.decreased_at:
             # A rate limit: what it sustained since the last cut, in attempts in flight (Little's law), twice over,
             # once the attempts have turned over; over the elapsed time, pauses included (a bucket refills in them).
             elapsed = sample.end - state.decreased_at

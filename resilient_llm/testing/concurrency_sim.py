@@ -174,8 +174,6 @@ def simulate(
                 signal = Signal.FAILURE  # refusals whatever the load: not about the limit
             burst = not was_shut and gates.is_shut(gate_state, now)
             paced = gate_state.helped
-            shut = gates.shut_so_far(gate_state, now)
-            background = gate_state.background
             sample = Sample(
                 signal,
                 float(began),
@@ -185,8 +183,8 @@ def simulate(
                 output,
                 burst=burst,
                 paced=paced,
-                shut=shut,
-                background=background,
+                shut=gates.shut_so_far(gate_state, now),
+                background=gate_state.background,
             )
             if fixed is None:
                 state = update(config, state, sample)
