@@ -33,8 +33,6 @@ import heapq
 import json
 import os
 import platform
-import random
-import statistics
 import subprocess
 import time
 from collections.abc import Callable
@@ -52,8 +50,9 @@ from resilient_llm.cli.bench import (
     prepare_litellm,
 )
 from resilient_llm.cli.bench_report import markdown_table, summarize
-from resilient_llm.cli.bench_workload import CALLS_PER_ROLLOUT
+from resilient_llm.cli.bench_workload import CALLS_PER_ROLLOUT, MODEL, judge_messages, workload_prompts
 from resilient_llm.cli.stderr_capture import StderrCapture, summary
+from resilient_llm.testing.fault_server import RETRY_AFTER_KINDS, draw_seed, prompt_key
 from resilient_llm.testing.profiles import PROFILES
 
 RESULTS = Path(__file__).parent / "results"
@@ -122,36 +121,33 @@ def plan(scenarios: list[str], seeds: list[int], repeats: int | None, out: Path)
     return runs
 
 
-def retry_after_floor(profile: str, pattern: str, draws: int = 300) -> float:
-    """The median judge phase of an ideal client on ``profile``: every fault retried at once and costing one answer
-    latency (a hang as if hedged at once), every 429 waited out for its Retry-After, no overhead at all; calls in
-    the pattern's shape (a pool of 32 callers, or rollouts of 4 on 8 threads, each waiting for its slowest call).
-    Faults are drawn per attempt as the fault server draws them, so this is a lower bound for any client that obeys
-    Retry-After, not a figure of this one."""
-    faults = PROFILES[profile].faults
-    refused = faults.get("http_429", 0.0)
-    failed = sum(faults.values())
-    latency = 0.05
+def retry_after_floor(cell: Cell) -> float:
+    """The judge phase of an ideal client on ``cell``'s own faults: the fault server's draws for its prompts, every
+    fault retried at once and costing one answer latency (a hang as if hedged at once), every 429 waited out for
+    exactly its Retry-After, no overhead at all; calls in the pattern's shape (a pool of 32 callers in call order, or
+    rollouts of 4 on 8 threads, each waiting for its slowest call). A lower bound for any client that obeys
+    Retry-After on these faults, not a figure of this one."""
+    profile = PROFILES[cell.profile]
+    latency = cell.latency_s or 0.0
 
-    def call(rng: random.Random) -> float:
-        took = latency
-        while (point := rng.random()) < failed:
-            took += latency + (STEP_RETRY_AFTER_S if point < refused else 0.0)
+    def call(prompt: str) -> float:
+        key = prompt_key(MODEL, judge_messages(prompt))
+        took, seen = latency, 0
+        while (kind := profile.draw(draw_seed(cell.seed, key, seen))) != "ok":
+            took += latency + (cell.retry_after_s if kind in RETRY_AFTER_KINDS else 0.0)
+            seen += 1
         return took
 
-    def phase(seed: int) -> float:
-        rng = random.Random(seed)
-        if pattern == "gather":
-            free = [0.0] * STEP_CONCURRENCY
-            for _ in range(STEP_CALLS):
-                heapq.heappush(free, heapq.heappop(free) + call(rng))
-        else:
-            free = [0.0] * (STEP_CONCURRENCY // CALLS_PER_ROLLOUT)
-            for _ in range(STEP_CALLS // CALLS_PER_ROLLOUT):
-                heapq.heappush(free, heapq.heappop(free) + max(call(rng) for _ in range(CALLS_PER_ROLLOUT)))
-        return max(free)
-
-    return statistics.median(phase(seed) for seed in range(draws))
+    took = [call(prompt) for prompt in workload_prompts(cell.prompt_tag, cell.calls)]
+    if cell.pattern == "gather":
+        free = [0.0] * cell.concurrency
+        for seconds in took:
+            heapq.heappush(free, heapq.heappop(free) + seconds)
+    else:
+        free = [0.0] * (cell.concurrency // CALLS_PER_ROLLOUT)
+        for first in range(0, len(took), CALLS_PER_ROLLOUT):
+            heapq.heappush(free, heapq.heappop(free) + max(took[first : first + CALLS_PER_ROLLOUT]))
+    return max(free)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,8 +189,9 @@ def checks(lines: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[Chec
                 ratio = ours["wall_vs_litellm"]
                 theirs = line("step", profile, "litellm", pattern, seed)
                 if ratio is not None and theirs is not None:
-                    floor = retry_after_floor(profile, pattern) / theirs["wall_s"]["median"]
-                    measured = f"{ratio:.2f}x (Retry-After floor: {floor:.2f}x)"
+                    cell = next(c for c in bench_cells(scenario, seed, 0) if c.pattern == pattern)
+                    floor = retry_after_floor(cell) / theirs["wall_s"]["median"]
+                    measured = f"{ratio:.2f}x (this seed's Retry-After floor: {floor:.2f}x)"
                     found.append(Check(f"{where}: wall <= {most}x LiteLLM", seed, measured, ratio <= most))
                 step_runs = [
                     r

@@ -35,7 +35,7 @@ def workload(flag: str, log: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[col
         seen["answer" if text.startswith('{"score"') else "empty"] += 1
         assert text in ("", "None") or text.startswith('{"score"')
 
-    with FaultServer("flaky", seed=1, retry_after_s=0.2, hang_s=5.0) as flaky:
+    with FaultServer("flaky", seed=2, retry_after_s=0.2, hang_s=5.0) as flaky:
         monkeypatch.setenv("OPENAI_API_BASE", flaky.url)
 
         async def judge() -> list[str]:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -95,9 +96,8 @@ def test_retry_before_retry_after_is_a_violation() -> None:
 
         async def run() -> list[int]:
             async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
-                hold = asyncio.create_task(
-                    client.post(server.url + "/chat/completions", json={**body, "n": 1}, headers=HEADERS)
-                )
+                other = {**body, "messages": [{"role": "user", "content": "hold the one slot"}]}
+                hold = asyncio.create_task(client.post(server.url + "/chat/completions", json=other, headers=HEADERS))
                 await asyncio.sleep(0.05)
                 first = await client.post(server.url + "/chat/completions", json=body, headers=HEADERS)
                 second = await client.post(server.url + "/chat/completions", json=body, headers=HEADERS)
@@ -127,6 +127,29 @@ def test_a_duplicate_sent_before_the_refusal_went_out_is_no_violation() -> None:
                 return [first.status_code, duplicate.status_code, again.status_code, before, after]
 
         assert asyncio.run(run()) == [429, 200, 200, 0, 1]
+
+
+def test_every_client_asking_the_same_prompt_meets_the_same_faults() -> None:
+    """Faults are keyed on the prompt (model and messages), not the body's bytes: a body with other fields, another
+    key order and the model without its provider prefix (as LiteLLM sends it) meets the same seeded faults."""
+
+    def statuses(shape: Callable[[str], dict[str, Any]]) -> list[int]:
+        with FaultServer("ratelimit", seed=4, latency_s=0.0, retry_after_s=0.0) as server, client(server) as http:
+            return [
+                http.post("/chat/completions", json=shape(f"rubric {i}")).status_code
+                for i in range(20)
+                for _ in range(3)
+            ]
+
+    def ours(prompt: str) -> dict[str, Any]:
+        return {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": prompt}], "temperature": 0}
+
+    def litellms(prompt: str) -> dict[str, Any]:
+        return {"stream": False, "messages": [{"role": "user", "content": prompt}], "model": "gpt-4o-mini", "n": 1}
+
+    seen = statuses(ours)
+    assert seen == statuses(litellms)
+    assert 0.3 < seen.count(429) / len(seen) < 0.9  # the profile's faults, not a server that answers everything
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from open_instruct.search_rewards.utils import run_utils
 from open_instruct.search_rewards.utils.openrouter_replacement import call_openrouter, call_openrouter_async
 from resilient_llm import process
 from resilient_llm.testing.fault_server import FaultServer
+from resilient_llm.testing.remote import RemoteFaultServer
 from tests.conftest import API_KEY, MODEL, call_lines, read_log
 
 pytestmark = pytest.mark.usefixtures("direct_env")
@@ -80,7 +81,7 @@ def test_direct_path_answers_sync_and_async(server: FaultServer, log_path: Path)
 @pytest.mark.slow
 def test_trainer_pattern_on_a_flaky_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fresh loops per rollout on many threads, plus sync calls, on ~30% faults: no exception, real answers."""
-    with FaultServer("flaky", seed=3, retry_after_s=0.2, hang_s=5.0) as flaky:
+    with RemoteFaultServer("flaky", seed=3, retry_after_s=0.2, hang_s=5.0) as flaky:  # apart, as the endpoint is
         monkeypatch.setenv("OPENAI_API_BASE", flaky.url)
         monkeypatch.setenv("LITELLM_DEFAULT_TIMEOUT", "1")
         answers, errors = run_trainer_batches(batches=2, rollouts=8, calls_per_rollout=8)

@@ -67,11 +67,17 @@ class Cell:
         suffix = (f".seed{self.seed}" if self.seed else "") + (f".r{self.repeat}" if self.repeat else "")
         return f"{scenario}.{self.client}.{self.pattern}{suffix}"
 
+    @property
+    def prompt_tag(self) -> str:
+        """What the cell's prompts start with: every client, in either pattern, asks the same and meets the same
+        faults."""
+        return f"seed{self.seed} {self.scenario} {self.profile}"
+
 
 def measure(cell: Cell, base_url: str | None, log_file: Path, advance: Callable[[], None]) -> dict[str, Any]:
     """Run one cell against its own fresh fault server (or the live endpoint at ``base_url``); its row."""
     tally = Tally(advance)
-    tag = f"seed{cell.seed} {cell.scenario} {cell.profile} {cell.client} {cell.pattern}"
+    tag = cell.prompt_tag
 
     def run(url: str, key: str, other_provider: str | None = None) -> tuple[float, float]:
         with client_environment(cell.client, url, key, log_file, other_provider):

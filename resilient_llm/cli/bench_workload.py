@@ -18,6 +18,7 @@ MODEL = "openai/gpt-4o-mini"
 LOCAL_KEY = "sk-bench-local-not-a-secret"
 CALLS_PER_ROLLOUT = 4
 CLIENT_TIMEOUT_S = 3.0  # per attempt, both clients: a "hang" fault costs this much
+JUDGE_SYSTEM = "You are a judge."
 
 CallFn = Callable[[str], Awaitable[str]]
 
@@ -35,7 +36,7 @@ def make_call(client: str, url: str, key: str) -> tuple[CallFn, Callable[[], Awa
         http = httpx.AsyncClient(trust_env=False)  # as a user writes it: httpx's default pool of 100
 
         async def bare(prompt: str) -> str:
-            body = {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "temperature": 0}
+            body = {"model": MODEL, "messages": judge_messages(prompt), "temperature": 0}
             headers = {"Authorization": f"Bearer {key}"}
             response = await http.post(f"{url}/chat/completions", json=body, headers=headers, timeout=CLIENT_TIMEOUT_S)
             return str(response.json()["choices"][0]["message"]["content"])
@@ -44,7 +45,7 @@ def make_call(client: str, url: str, key: str) -> tuple[CallFn, Callable[[], Awa
     from resilient_llm.dropin.run_utils import run_litellm_async
 
     async def trainer_call(prompt: str) -> str:
-        return await run_litellm_async(MODEL, prompt, "You are a judge.")
+        return await run_litellm_async(MODEL, prompt, JUDGE_SYSTEM)
 
     return trainer_call, None
 
@@ -107,6 +108,16 @@ class Tally:
         self._advance()
 
 
+def workload_prompts(tag: str, calls: int) -> list[str]:
+    """A cell's distinct judge prompts, in the order its calls start."""
+    return [f"{tag} rubric {i}" for i in range(calls)]
+
+
+def judge_messages(prompt: str) -> list[dict[str, str]]:
+    """The messages every client sends for ``prompt``, as the trainer's judge call builds them."""
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": prompt}]
+
+
 def run_cell(
     client: str,
     pattern: str,
@@ -120,7 +131,7 @@ def run_cell(
     tally: Tally,
 ) -> float:
     """Run one cell's workload; returns wall seconds. ``pace_s`` > 0 spreads call starts over that many seconds."""
-    prompts = [f"{tag} rubric {i}" for i in range(calls)]
+    prompts = workload_prompts(tag, calls)
     interval = pace_s / calls if pace_s else 0.0
     began = time.perf_counter()
 

@@ -2,8 +2,9 @@
 
 It answers ``POST .../chat/completions`` (``/v1/...`` and ``/api/v1/...``) deterministically from the request body,
 after a configurable latency, and injects faults: scripted ones first (``script("reset", "http_429")``), then, per
-request, one drawn from a named profile. The draw is seeded by the seed, the body and how often that body was seen,
-so every client facing the same workload meets the same faults. It counts requests, connections, peak concurrency,
+request, one drawn from a named profile. The draw is seeded by the seed, the request's prompt (its model and messages)
+and how often that prompt was seen, so every client asking the same questions meets the same faults, whatever else its
+body carries. It counts requests, connections, peak concurrency,
 faults by kind and Retry-After violations (a request repeated sooner than the Retry-After it was given).
 
 ``capacity`` admits at most ``capacity`` requests at once (``set_capacity`` changes it while running) and answers the
@@ -43,7 +44,9 @@ from resilient_llm.testing.profiles import (
 )
 from resilient_llm.testing.wire import act, error_body, respond
 
-__all__ = ["FAULT_KINDS", "PROFILES", "FaultServer", "Profile"]
+__all__ = ["FAULT_KINDS", "PROFILES", "RETRY_AFTER_KINDS", "FaultServer", "Profile", "draw_seed", "prompt_key"]
+
+RETRY_AFTER_KINDS = ("http_429", "budget_402", *HINTED_KINDS)  # refusals that carry the server's Retry-After
 
 
 class FaultServer:
@@ -283,7 +286,7 @@ class FaultServer:
 
     def _choose(self, body: bytes) -> tuple[str, float, bool]:
         """The fault for this request, the seconds to wait before acting on it, and whether it holds a slot."""
-        digest = hashlib.sha256(body).hexdigest()
+        key = _body_key(body)
         now = time.monotonic()
         model, max_tokens = _model_and_budget(body)
         behaviour = self.catalogue.get(model, "healthy")
@@ -291,13 +294,13 @@ class FaultServer:
             self._counters.per_model[model] += 1
             if self._first_request_at is None:
                 self._first_request_at = now
-            refused_at, not_before = self._refused.get(digest, (now, now))
+            refused_at, not_before = self._refused.get(key, (now, now))
             if refused_at <= now:  # a request that came before the refusal went out (a hedge) could not know of it
-                self._refused.pop(digest, None)
+                self._refused.pop(key, None)
                 if now < not_before - 0.005:
                     self._counters.retry_after_violations += 1
-            seen = self._seen[digest]
-            self._seen[digest] += 1
+            seen = self._seen[key]
+            self._seen[key] += 1
             admitted = at_once = False  # at_once: refused at once (the endpoint is full or out of tokens)
             if self._script:
                 kind = self._script.popleft()
@@ -321,15 +324,15 @@ class FaultServer:
                     quota_spent=now < self._quota_resets_at[0],
                 )
                 if kind == "ok":
-                    kind = self._profile.draw(f"{self._seed}:{digest}:{seen}")
+                    kind = self._profile.draw(draw_seed(self._seed, key, seen))
                 at_once = kind in IMMEDIATE_KINDS
                 admitted = self.capacity is not None
             c = self._counters
             c.admitted += admitted
             c.peak_admitted = max(c.peak_admitted, c.admitted)
-            delay = 0.0 if at_once else self._latency(f"{self._seed}:{digest}:{seen}")
-            if kind in ("http_429", "budget_402", *HINTED_KINDS):
-                self._refused[digest] = (now + delay, now + delay + self.retry_after_s)
+            delay = 0.0 if at_once else self._latency(draw_seed(self._seed, key, seen))
+            if kind in RETRY_AFTER_KINDS:
+                self._refused[key] = (now + delay, now + delay + self.retry_after_s)
             self._counters.faults[kind] += 1
         return kind, delay, admitted
 
@@ -340,6 +343,25 @@ class FaultServer:
             return 0.0
         low, high = self._profile.latency
         return random.Random(seed + ":latency").uniform(low, high)
+
+
+def prompt_key(model: str, messages: object) -> str:
+    """What a request's faults and Retry-After are keyed on: its prompt, the model and messages, whatever else its body
+    carries. The model without its provider prefix: LiteLLM sends ``openai/gpt-4o-mini`` as ``gpt-4o-mini``."""
+    return hashlib.sha256(json.dumps([model.rpartition("/")[2], messages], sort_keys=True).encode()).hexdigest()
+
+
+def draw_seed(seed: int, key: str, seen: int) -> str:
+    """The seed the fault and the latency of a prompt's ``seen``-th request (from 0) are drawn from."""
+    return f"{seed}:{key}:{seen}"
+
+
+def _body_key(body: bytes) -> str:
+    try:
+        request = json.loads(body)
+        return prompt_key(str(request["model"]), request["messages"])
+    except (ValueError, KeyError, TypeError):
+        return hashlib.sha256(body).hexdigest()
 
 
 def _model_and_budget(body: bytes) -> tuple[str, Any]:
