@@ -18,6 +18,7 @@ from resilient_llm.policy.concurrency import (
     follow,
     forgive,
     initial_state,
+    probes_the_edge,
     signal_of,
     update,
 )
@@ -128,6 +129,44 @@ def test_a_burst_of_refusals_counts_once() -> None:
     assert states[-1].permits == int(0.9 * 0.9 * 21)
     after = feed(states[-1], [Sample(Signal.BACKPRESSURE, 1.0, 1.02 + i * 1e-3, 42) for i in range(40)])
     assert after[-1].permits == states[-1].permits  # stragglers sent before the cut are already paid for
+
+
+def test_attempts_granted_before_a_cut_are_not_judged_even_if_they_started_after_it() -> None:
+    """A queued attempt handed its slot under the old limit may resume after the cut: its 429 is the old limit's,
+    not a second reason to cut (a capacity run cut 92 to 83 on such refusals at 129-132 in flight)."""
+    state = feed(initial_state(CONFIG), rounds(1, 20))[-1]
+    burst = [Sample(Signal.BACKPRESSURE, 1.0, 1.001 + i * 1e-4, 30 + i, 42) for i in range(9)]
+    cut = feed(state, burst)[-1]
+    assert (cut.decreased_at, cut.permits) == (1.001, 24)
+    resumed = [  # granted before the cut, started after it
+        Sample(Signal.BACKPRESSURE, 1.02 + i * 1e-4, 1.021 + i * 1e-4, 40, 40, granted=1.0005) for i in range(20)
+    ]
+    assert feed(cut, resumed)[-1].permits == cut.permits
+    sent_after = [
+        Sample(Signal.BACKPRESSURE, 1.02 + i * 1e-4, 1.021 + i * 1e-4, 40, 40, granted=1.01) for i in range(20)
+    ]
+    assert feed(cut, sent_after)[-1].permits < cut.permits
+
+
+def test_a_cut_with_no_answer_in_its_window_levels_off_below_the_lowest_refused_level() -> None:
+    """Eight quick 429s at 101-108 in flight and no answer: the cut is the plain tenth of the limit (108 to 97), but
+    CUBIC climbs back to 100, under the lowest refused level, not to 107 (where it drew another 429 and cut)."""
+    state = LimitState(limit=108.0, slow_start=False, decreased_at=0.0, plateau=108.0, baseline=0.5)
+    refused = [Sample(Signal.BACKPRESSURE, 1.0 + i * 1e-3, 1.001 + i * 1e-3, 101 + i, 101 + i) for i in range(9)]
+    cut = feed(state, refused)[-1]
+    assert cut.permits == int(0.9 * 108)
+    assert (cut.plateau, cut.refused_level) == (100.0, 101.0)
+
+
+def test_a_refusal_at_or_past_the_refused_level_is_the_limits_probe_of_the_edge() -> None:
+    """Out of slow start, a 429 at or above the level refused last time is the limit probing past the edge it knows
+    (its cut answers it); below that level, or in slow start, it is not."""
+    state = LimitState(limit=101.0, slow_start=False, refused_level=101.0)
+    assert probes_the_edge(state, 101)
+    assert probes_the_edge(state, 104)
+    assert not probes_the_edge(state, 100)
+    assert not probes_the_edge(LimitState(limit=101.0, slow_start=True, refused_level=101.0), 101)
+    assert not probes_the_edge(LimitState(limit=101.0, slow_start=False), 101)
 
 
 def test_a_lone_refusal_while_the_limit_idles_does_not_cut() -> None:

@@ -50,6 +50,17 @@ def test_three_refusals_in_a_row_pause_every_attempt_for_the_retry_after() -> No
     assert not is_shut(state, 2.0)
 
 
+def test_the_limits_probes_past_a_known_edge_pause_nobody_but_count_as_refused() -> None:
+    """Refusals the concurrency limit drew probing past a capacity edge it knows (``probe``) are its cut's to
+    answer: any number in a row leave the gate open, and they still raise the refused share in general."""
+    state = GateState()
+    for _ in range(5):
+        state = finished(POLICY, state, 1.0, 1.0, True, 1.0, probe=True)
+    assert not is_shut(state, 1.0)
+    assert state.background > 0.1
+    assert is_shut(run(state, 1.0, "rrr"), 1.5)  # refusals that are not probes still pause
+
+
 def test_refusals_of_attempts_sent_before_the_pause_ended_do_not_lengthen_it() -> None:
     """The rest of a burst, coming back during the pause, is already answered by it: one burst costs one wait."""
     state = run(GateState(), 1.0, "rrr")

@@ -24,7 +24,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from resilient_llm.clock import SYSTEM_CLOCK, Clock
 from resilient_llm.errors import BreakerOpen, FailureKind, ProviderError, ProviderTimeout, Scope, is_backpressure
@@ -85,11 +85,19 @@ class _QueueTimeout(Exception):
     """A queued attempt's wait for a slot ran out."""
 
 
+class _Grant(NamedTuple):
+    """A slot handed to an attempt: the model's attempts in flight then, itself included (the load it went out at,
+    which the policies ask), and when (a queued attempt may resume after the limit changed)."""
+
+    in_flight: int
+    at: float
+
+
 @dataclass(eq=False)
 class _Waiter:
     order: int
     ends: float  # the call's deadline
-    future: asyncio.Future[int]
+    future: asyncio.Future[_Grant]
     timer: Timer | None = None
 
 
@@ -113,10 +121,11 @@ class _Lane:
 
 @dataclass(frozen=True, slots=True)
 class _Sent:
-    """One attempt as it went out: when, our loop's lag total then, the model's attempts in flight (itself
-    included), whether it judges the gate's last pause, and its shared-limit lease."""
+    """One attempt as it went out: when, when its slot was granted, our loop's lag total then, the model's attempts
+    in flight (itself included), whether it judges the gate's last pause, and its shared-limit lease."""
 
     at: float
+    granted: float
     lag: float
     in_flight: int
     judge: bool
@@ -201,7 +210,7 @@ class LimitHandler:
         now = self._clock.now()
         ends = now + request.timeout if request.deadline is None else request.deadline
         self._refuse_if_paused(lane, now, ends)
-        granted_at = await self._acquire(lane, ends)
+        grant = await self._acquire(lane, ends)
         lease: Lease | None = None
         self._lag.busy()
         try:
@@ -211,10 +220,10 @@ class LimitHandler:
                 lease = await self._shared.take(lane.model, lane.limit, max(0.0, ends - self._clock.now()))
                 self._adopt(lane, lease.limit, lease.generation)
             started, lag = self._clock.now(), self._lag.total
-            in_flight = granted_at + (lease.others if lease is not None else 0)
+            in_flight = grant.in_flight + (lease.others if lease is not None else 0)
             lane.gate, judge = gate.sending(self._gate_policy, lane.gate, started)
             request.record.limit = lane.limit
-            sent = _Sent(started, lag, in_flight, judge, lease)
+            sent = _Sent(started, grant.at, lag, in_flight, judge, lease)
             try:
                 result = await self._inner.handle(request)
             except BaseException as exc:
@@ -236,9 +245,8 @@ class LimitHandler:
         if gate.is_shut(lane.gate, now) and lane.gate.shut_until > ends:
             raise ModelPaused(lane.model, lane.gate.shut_until - now, "Retry-After beyond the call's deadline")
 
-    async def _acquire(self, lane: _Lane, ends: float) -> int:
-        """A slot in arrival order before ``ends`` (the call's deadline: waiting counts too); returns the model's
-        attempts in flight once it was granted, itself included (the load it went out at, which the policies ask)."""
+    async def _acquire(self, lane: _Lane, ends: float) -> _Grant:
+        """A slot in arrival order before ``ends`` (the call's deadline: waiting counts too)."""
         if not lane.waiters and self._room(lane, self._clock.now()):
             return self._grant(lane)
         loop = asyncio.get_running_loop()
@@ -267,10 +275,10 @@ class LimitHandler:
     def _room(self, lane: _Lane, now: float) -> bool:
         return lane.in_flight < lane.limit and self.in_flight < self._ceiling and not gate.is_shut(lane.gate, now)
 
-    def _grant(self, lane: _Lane) -> int:
+    def _grant(self, lane: _Lane) -> _Grant:
         lane.in_flight += 1
         self.in_flight += 1
-        return lane.in_flight
+        return _Grant(lane.in_flight, self._clock.now())
 
     def _release(self, lane: _Lane) -> None:
         lane.in_flight -= 1
@@ -347,6 +355,7 @@ class LimitHandler:
             paced=lane.gate.helped,
             shut=gate.shut_so_far(lane.gate, now),
             background=lane.gate.background,
+            granted=sent.granted,
         )
         before = lane.state.limit
         lane.state = concurrency.update(self._policy, lane.state, sample)
@@ -409,7 +418,10 @@ class LimitHandler:
         if retry_after is not None and retry_after > self._config.pause_max:
             retry_after = None  # a pause, not a gate (``_hint``)
         before = lane.gate.shut_until
-        lane.gate = gate.finished(self._gate_policy, lane.gate, now, sent.at, refused, retry_after, sent.judge)
+        probe = refused and self._adaptive and concurrency.probes_the_edge(lane.state, sent.in_flight)
+        lane.gate = gate.finished(
+            self._gate_policy, lane.gate, now, sent.at, refused, retry_after, sent.judge, probe=probe
+        )
         burst = lane.gate.shut_until > before and lane.gate.shut_until > now
         if burst:
             self._shut_gate(lane, lane.gate.shut_until, share=True)

@@ -18,16 +18,22 @@ whose 429 comes after an answer's latency has every attempt in flight refused by
 and 10% per burst left 1.30 requests per call in the simulation, 1.18 with it). Slot time, not a count of attempts: a
 429 sent back at once frees its slot for the next queued caller at once, so at a capacity edge with 1000 callers
 refusals outnumber answers whatever the overshoot (counted, one cut took 92 to 57 after a pause); on the wire the
-late-429 bucket went from 1.19-1.25 to 1.12-1.17 requests per call with slot time. A window shorter than half an
-answer's latency holds refusals sent back at once and hardly an answer, so its slot time is not weighed (eight such
-429s read as all slot time refused and halved the limit, 104 to 52, at an edge of 100). Then CUBIC levels off one below
-the refused level. The cut ending slow start is squared: refusals in transit count as in flight, so an overshoot's
+late-429 bucket went from 1.19-1.25 to 1.12-1.17 requests per call with slot time. A window with no answer at all is
+cut by a plain tenth of the limit, yet CUBIC levels off below the fewest in flight that any of its attempts was
+refused at (levelling off at the limit, 107 over an edge of 100, drew a second cut 6 s later). A window shorter than
+half an answer's latency holds refusals sent back at once and hardly an answer, so its slot time is not weighed
+(eight such 429s read as all slot time refused and halved the limit, 104 to 52, at an edge of 100). Then CUBIC levels
+off one below the refused level. The cut ending slow start is squared: refusals in transit count as in flight, so an overshoot's
 lowest refused level lies above capacity (~113 at 100; one 10% cut left the limit over it, drawing a second pause).
 Refusals among answers at higher levels, or a lone one while the limit idles (it cut 54 to 4 between a trainer's
 batches), or too few at the top level to be told from a limiter refusing at random (a binomial tail at the
 background share under 5%: 2 of 10 at 4% random 429s come once in 17 windows, and such windows cut a trainer's limit
-54 to 2 in 5 s), are not about our concurrency: the gate (``policy/gate.py``) paces those. Once per window: a burst
-of 429s counts once; attempts sent before a decrease are not judged again.
+54 to 2 in 5 s), are not about our concurrency: the gate (``policy/gate.py``) paces those. The reverse holds for the
+limit's own probes: out of slow start, a 429 at or past the level refused last time (``probes_the_edge``) is CUBIC
+finding the known edge again, and its cut answers it; the gate does not pause for it (three such 429s in a row come
+within milliseconds when 1000 callers queue, and each pause idled the endpoint's other 100 slots for 1 s: capacity
+16.9-18.2 s over three runs with this, 18.8-19.8 s without). Once per window: a burst
+of 429s counts once; attempts whose slot was granted before a decrease are not judged again.
 
 A rate limit (a token bucket) has no concurrency edge: it refuses whatever is in flight once its tokens are spent,
 and a gate pause refills it. So once the gate's pauses were seen to help (``Sample.paced``), a burst is the limit's
@@ -170,6 +176,7 @@ class Sample:
     paced: bool = False  # the gate's last judged pause helped: the endpoint refuses by rate (a token bucket)
     shut: float = 0.0  # seconds the model's gate has been shut so far, every pause added up (``gate.shut_so_far``)
     background: float = 0.0  # the share of the model's attempts refused in general (the gate's moving average)
+    granted: float | None = None  # when its slot was granted, if before ``start`` (it queued; the limit may have moved)
 
     def __post_init__(self) -> None:
         _check("Sample.start", self.start, math.isfinite(self.start), "a finite number of seconds")
@@ -242,6 +249,13 @@ def at_capacity_edge(config: LimitPolicy, state: LimitState) -> bool:
     return level is not None and config.backoff_ratio * level - 1.0 <= state.limit <= level + EDGE_MARGIN
 
 
+def probes_the_edge(state: LimitState, in_flight: int) -> bool:
+    """Whether a refusal of an attempt sent at ``in_flight`` is the limit's own probe past the capacity edge it found
+    before: out of slow start, at or above the level refused last time. The limit's cut answers it; a gate pause
+    would idle every other slot for the Retry-After (at 100 in flight, each cost 1 s of 200 calls/s)."""
+    return not state.slow_start and state.refused_level is not None and in_flight >= state.refused_level
+
+
 def adopt(config: LimitPolicy, state: LimitState, limit: float) -> LimitState:
     """The state with another limit (the shared value of several processes), clamped to the bounds."""
     _check("limit", limit, isinstance(limit, int | float) and not math.isnan(limit), "a number")
@@ -296,8 +310,9 @@ def update(config: LimitPolicy, state: LimitState, sample: Sample) -> LimitState
         state = dataclasses.replace(state, reason=None, shut=max(state.shut, sample.shut))
     if sample.signal is Signal.OK and sample.end > state.decreased_at:
         state = dataclasses.replace(state, served=state.served + sample.end - max(sample.start, state.decreased_at))
-    if sample.signal in (Signal.FAILURE, Signal.CANCELLED) or sample.start < state.decreased_at:
-        return state  # no news, or news about a limit already left behind
+    granted = sample.start if sample.granted is None else min(sample.start, sample.granted)
+    if sample.signal in (Signal.FAILURE, Signal.CANCELLED) or granted < state.decreased_at:
+        return state  # no news, or news about a limit already left behind (its slot was granted under it)
     if sample.signal is Signal.TIMEOUT:
         level = float(max(sample.in_flight, sample.in_flight_end or 0))
         level = state.limit if level < config.min_utilisation * state.limit else min(state.limit, level)
@@ -367,7 +382,7 @@ def _judge(config: LimitPolicy, state: LimitState, window: Window, sample: Sampl
     rate_limited = sample.paced and window.bursts > 0
     if refused is not None and (above_answers or rate_limited) and load_related and not hiccup:
         # Refused above every level that got answers (the capacity's edge), or a burst at a rate limit: cut just below
-        # the refused level (none answered: a plain cut).
+        # the refused level (none answered: a plain cut of the limit; CUBIC still levels off below the refused level).
         level = min(state.limit, float(refused)) if window.answered_max else state.limit
         ratio = config.backoff_ratio**2 if state.slow_start else config.backoff_ratio
         # DCTCP: deeper the more of the window's slot time went to refused attempts. Slot time, not a count: a 429
@@ -387,7 +402,7 @@ def _judge(config: LimitPolicy, state: LimitState, window: Window, sample: Sampl
             if open_s >= 2 * answer_s:
                 sustained = state.served / elapsed
                 ratio = min(ratio, max(config.min_limit, PACED_GAIN * sustained) / max(level, 1.0))
-        return _decrease(config, state, level, ratio, sample.end, "backpressure")
+        return _decrease(config, state, level, ratio, sample.end, "backpressure", edge=float(refused))
     if window.timed < config.min_window_samples:
         return state
     mean = window.latency_sum / window.timed
@@ -439,13 +454,22 @@ def _grows_with_load(config: LimitPolicy, window: Window) -> bool:
 
 
 def _decrease(
-    config: LimitPolicy, state: LimitState, level: float, ratio: float, now: float, reason: str
+    config: LimitPolicy,
+    state: LimitState,
+    level: float,
+    ratio: float,
+    now: float,
+    reason: str,
+    edge: float | None = None,
 ) -> LimitState:
-    """Cut to ``level * ratio``. CUBIC then climbs back to a plateau one below a refused level and stays there a
-    while, or, after a timeout or a queue (no level known to fail), probes upwards from the new limit."""
+    """Cut to ``level * ratio``. CUBIC then climbs back to a plateau one below the refused level (``edge``, the fewest
+    in flight a refused attempt saw, when lower than ``level``) and stays there a while, or, after a timeout or a
+    queue (no level known to fail), probes upwards from the new limit."""
     limit = max(float(config.min_limit), min(state.limit, level * ratio))
-    plateau = max(limit, level - 1.0) if reason == "backpressure" else limit
     refused = reason == "backpressure"
+    if refused:
+        level = level if edge is None else min(level, edge)
+    plateau = max(limit, level - 1.0) if refused else limit
     before = state.limit if state.before_refusals is None else state.before_refusals
     return dataclasses.replace(
         state,

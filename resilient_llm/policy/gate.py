@@ -22,7 +22,8 @@ each pause, the judges never added up, and the gate stayed shut 95% of a 62 s ju
 futile again without a pause helping in between (up to ``rest_max_s``; then pausing is tried again), and the
 concurrency limit stops learning from refusals meanwhile and takes back the cuts they made
 (``refusals_ignore_load``): they say nothing about our load. The server's word is kept for every request it refused:
-a refused call never goes again before its own Retry-After.
+a refused call never goes again before its own Retry-After. Refusals the concurrency limit draws probing past a
+capacity edge it already knows (``probe``) make no burst: the limit's cut answers them.
 """
 
 from __future__ import annotations
@@ -95,9 +96,11 @@ def finished(
     refused: bool,
     retry_after: float | None,
     judge: bool = False,
+    probe: bool = False,
 ) -> GateState:
-    """The gate after an attempt sent at ``sent`` finished at ``now``; ``retry_after`` is what a refusal said, and
-    ``judge`` what ``sending`` said of the attempt."""
+    """The gate after an attempt sent at ``sent`` finished at ``now``; ``retry_after`` is what a refusal said,
+    ``judge`` what ``sending`` said of the attempt, and ``probe`` whether it was refused as the concurrency limit's
+    probe past a known capacity edge (``concurrency.probes_the_edge``: the limit's cut answers it, not a pause)."""
     state = dataclasses.replace(state, background=state.background + BACKGROUND_WEIGHT * (refused - state.background))
     if judge and state.judging_from is not None:
         return _judged(policy, state, now, state.judged + 1, state.judged_refused + refused)
@@ -107,6 +110,8 @@ def finished(
         if now - state.judging_from <= policy.rest_s:
             return state  # no pause until the last one is judged
         state = dataclasses.replace(state, judging_from=None)  # too few attempts to judge it: forget the pause
+    if refused and probe:
+        return state
     recent = (*state.recent, refused)[-policy.window :]
     state = dataclasses.replace(state, recent=recent)
     if not refused or not retry_after or retry_after < 0 or now < state.rest_until:

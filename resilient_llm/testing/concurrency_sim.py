@@ -16,7 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from resilient_llm.policy import gate as gates
-from resilient_llm.policy.concurrency import LimitPolicy, LimitState, Sample, Signal, forgive, initial_state, update
+from resilient_llm.policy.concurrency import (
+    LimitPolicy,
+    LimitState,
+    Sample,
+    Signal,
+    forgive,
+    initial_state,
+    probes_the_edge,
+    update,
+)
 
 REFUSAL_S = 0.002  # a 429 comes back at once
 
@@ -168,7 +177,10 @@ def simulate(
                 retry_after = None if served else endpoint.retry_after
                 judge = finished in judges
                 judges.discard(finished)
-                gate_state = gates.finished(gate_policy, gate_state, now, float(began), not served, retry_after, judge)
+                probe = not served and fixed is None and probes_the_edge(state, flight)
+                gate_state = gates.finished(
+                    gate_policy, gate_state, now, float(began), not served, retry_after, judge, probe=probe
+                )
             signal = Signal.OK if served else Signal.BACKPRESSURE
             if not served and gates.refusals_ignore_load(gate_state, now):
                 signal = Signal.FAILURE  # refusals whatever the load: not about the limit
