@@ -23,8 +23,9 @@ cut by a plain tenth of the limit, yet CUBIC levels off below the fewest in flig
 refused at (levelling off at the limit, 107 over an edge of 100, drew a second cut 6 s later). A window shorter than
 half an answer's latency holds refusals sent back at once and hardly an answer, so its slot time is not weighed
 (eight such 429s read as all slot time refused and halved the limit, 104 to 52, at an edge of 100). Then CUBIC levels
-off one below the refused level. The cut ending slow start is squared: refusals in transit count as in flight, so an overshoot's
-lowest refused level lies above capacity (~113 at 100; one 10% cut left the limit over it, drawing a second pause).
+off one below the refused level. The cut ending slow start is squared: refusals in transit count as in flight, so an
+overshoot's lowest refused level lies above capacity (~113 at 100; one 10% cut left the limit over it, drawing a
+second pause).
 Refusals among answers at higher levels, or a lone one while the limit idles (it cut 54 to 4 between a trainer's
 batches), or too few at the top level to be told from a limiter refusing at random (a binomial tail at the
 background share under 5%: 2 of 10 at 4% random 429s come once in 17 windows, and such windows cut a trainer's limit
