@@ -77,12 +77,12 @@ class Cell:
 def measure(cell: Cell, base_url: str | None, log_file: Path, advance: Callable[[], None]) -> dict[str, Any]:
     """Run one cell against its own fresh fault server (or the live endpoint at ``base_url``); its row."""
     tally = Tally(advance)
-    tag = cell.prompt_tag
 
     def run(url: str, key: str, other_provider: str | None = None) -> tuple[float, float]:
         with client_environment(cell.client, url, key, log_file, other_provider):
             cpu = time.process_time()
             live = base_url is not None
+            tag = cell.prompt_tag
             wall = run_cell(
                 cell.client, cell.pattern, url, key, cell.calls, cell.concurrency, cell.pace_s, tag, live, tally
             )

@@ -33,8 +33,8 @@ background share under 5%: 2 of 10 at 4% random 429s come once in 17 windows, an
 limit's own probes: out of slow start, a 429 at or past the level refused last time (``probes_the_edge``) is CUBIC
 finding the known edge again, and its cut answers it; the gate does not pause for it (three such 429s in a row come
 within milliseconds when 1000 callers queue, and each pause idled the endpoint's other 100 slots for 1 s: capacity
-16.9-18.2 s over three runs with this, 18.8-19.8 s without). Once per window: a burst
-of 429s counts once; attempts whose slot was granted before a decrease are not judged again.
+16.9-18.2 s over three runs with this, 18.8-19.8 s without). Once per window: a burst of 429s counts once;
+attempts whose slot was granted before a decrease are not judged again.
 
 A rate limit (a token bucket) has no concurrency edge: it refuses whatever is in flight once its tokens are spent,
 and a gate pause refills it. So once the gate's pauses were seen to help (``Sample.paced``), a burst is the limit's

@@ -4,8 +4,8 @@ It answers ``POST .../chat/completions`` (``/v1/...`` and ``/api/v1/...``) deter
 after a configurable latency, and injects faults: scripted ones first (``script("reset", "http_429")``), then, per
 request, one drawn from a named profile. The draw is seeded by the seed, the request's prompt (its model and messages)
 and how often that prompt was seen, so every client asking the same questions meets the same faults, whatever else its
-body carries. It counts requests, connections, peak concurrency,
-faults by kind and Retry-After violations (a request repeated sooner than the Retry-After it was given).
+body carries. It counts requests, connections, peak concurrency, faults by kind and Retry-After violations (a request
+repeated sooner than the Retry-After it was given).
 
 ``capacity`` admits at most ``capacity`` requests at once (``set_capacity`` changes it while running) and answers the
 rest with an immediate 429 and Retry-After; ``clean-500ms`` and ``capacity`` answer in 500 +- 100 ms (a judge call).
