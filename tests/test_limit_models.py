@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
+import structlog
 
 from resilient_llm.errors import BreakerOpen, ErrorResponse, Scope, is_retryable
 from resilient_llm.layers.limit import LimitConfig, LimitHandler, ModelPaused
@@ -253,3 +254,55 @@ def test_has_room_follows_the_model_limit_and_the_ceiling() -> None:
         assert limit.in_flight == 0
 
     run(clock, scenario)
+
+
+class CapacityEndpoint:
+    """A fake endpoint that admits ``capacity`` attempts at once, answers them in 0.5-0.51 s (no two at the same
+    instant, as on a real clock), and refuses the rest at once with Retry-After 1 s."""
+
+    def __init__(self, clock: FakeClock, capacity: int) -> None:
+        self.clock = clock
+        self.capacity = capacity
+        self.admitted = 0
+        self.answered = 0
+
+    async def handle(self, req: ChatRequest) -> ChatResult:
+        if self.admitted >= self.capacity:
+            raise refused(1.0)()
+        self.admitted += 1
+        self.answered += 1
+        try:
+            await self.clock.sleep(0.5 + (self.answered % 97) * 1e-4)
+            return ChatResult("A", Outcome.OK, req.model, usage=Usage(completion_tokens=5))
+        finally:
+            self.admitted -= 1
+
+
+def test_the_limits_probes_past_a_capacity_edge_it_knows_cut_it_without_pausing_anyone() -> None:
+    """Against a capacity of 30 and 200 callers: the edge's first finding may pause the gate once; afterwards CUBIC's
+    probes find the edge again and again, and each time the limit is cut with no pause (a pause would idle the other
+    29 slots for the Retry-After)."""
+    clock = FakeClock(start=0.0)
+    endpoint = CapacityEndpoint(clock, capacity=30)
+    log = structlog.testing.CapturingLogger()
+    limit = LimitHandler(endpoint, LimitConfig(), clock=clock, logger=log)
+
+    async def caller(calls: int) -> None:
+        for _ in range(calls):
+            while True:
+                try:
+                    await limit.handle(request(HEALTHY))
+                    break
+                except ErrorResponse as exc:
+                    await clock.sleep(exc.retry_after or 1.0)
+
+    async def scenario() -> None:
+        await asyncio.gather(*(caller(8) for _ in range(200)))
+
+    run(clock, scenario)
+    events = [(call.args[0], call.kwargs) for call in log.calls]
+    pauses = [fields for event, fields in events if event == "gate_pause"]
+    cuts = [fields for event, fields in events if event == "limit_change" and fields["reason"] == "backpressure"]
+    assert len(pauses) <= 1
+    assert len(cuts) >= 3
+    assert all(cut["limit"] < 30 for cut in cuts)
