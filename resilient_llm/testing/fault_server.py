@@ -286,9 +286,8 @@ class FaultServer:
 
     def _choose(self, body: bytes) -> tuple[str, float, bool]:
         """The fault for this request, the seconds to wait before acting on it, and whether it holds a slot."""
-        key = _body_key(body)
+        key, model, max_tokens = _read(body)
         now = time.monotonic()
-        model, max_tokens = _model_and_budget(body)
         behaviour = self.catalogue.get(model, "healthy")
         with self._lock:
             self._counters.per_model[model] += 1
@@ -356,18 +355,17 @@ def draw_seed(seed: int, key: str, seen: int) -> str:
     return f"{seed}:{key}:{seen}"
 
 
-def _body_key(body: bytes) -> str:
+def _read(body: bytes) -> tuple[str, str, Any]:
+    """A chat request body's fault key (``prompt_key``; the body's own hash without a model and messages), model name
+    and ``max_tokens`` ("unknown", None when unreadable): the body parsed once."""
     try:
         request = json.loads(body)
-        return prompt_key(str(request["model"]), request["messages"])
-    except (ValueError, KeyError, TypeError):
-        return hashlib.sha256(body).hexdigest()
-
-
-def _model_and_budget(body: bytes) -> tuple[str, Any]:
-    """The requested model name and ``max_tokens`` of a chat request body ("unknown", None when unreadable)."""
+    except ValueError:
+        request = None
+    if not isinstance(request, dict):
+        return hashlib.sha256(body).hexdigest(), "unknown", None
     try:
-        request = json.loads(body)
-        return str(request.get("model", "unknown"))[:200], request.get("max_tokens")
-    except (ValueError, AttributeError, TypeError):
-        return "unknown", None
+        key = prompt_key(str(request["model"]), request["messages"])
+    except (KeyError, TypeError):
+        key = hashlib.sha256(body).hexdigest()
+    return key, str(request.get("model", "unknown"))[:200], request.get("max_tokens")
