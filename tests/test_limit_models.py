@@ -306,3 +306,85 @@ def test_the_limits_probes_past_a_capacity_edge_it_knows_cut_it_without_pausing_
     assert len(pauses) <= 1
     assert len(cuts) >= 3
     assert all(cut["limit"] < 30 for cut in cuts)
+
+
+class BucketEndpoint:
+    """A fake token bucket (``rate`` a second, ``burst`` at most): an attempt without a token is refused with
+    Retry-After 1 s after the usual 50 ms, as behind a proxy; answers take 50 ms (no two at the same instant)."""
+
+    def __init__(self, clock: FakeClock, rate: float, burst: int) -> None:
+        self.clock = clock
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.refilled = clock.now()
+        self.attempts: list[tuple[float, bool]] = []  # (sent at, refused)
+
+    async def handle(self, req: ChatRequest) -> ChatResult:
+        now = self.clock.now()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.refilled) * self.rate)
+        self.refilled = now
+        admitted = self.tokens >= 1
+        self.tokens -= admitted
+        self.attempts.append((now, not admitted))
+        await self.clock.sleep(0.05 + (len(self.attempts) % 97) * 1e-5)
+        if not admitted:
+            raise refused(1.0)()
+        return ChatResult("A", Outcome.OK, req.model, usage=Usage(completion_tokens=5))
+
+
+def test_a_token_bucket_is_paced_at_the_rate_it_refills_at_once_two_cycles_measured_it() -> None:
+    """A bucket of 50/s whose 429 comes after the answer latency, 32 callers: the first two gate cycles measure
+    the rate, then attempts go about that fast and the bucket is hardly drained again (without pacing every pause
+    refilled it, the next burst drained it, and the attempts in flight were refused: 1.19 requests per call)."""
+    clock = FakeClock(start=0.0)
+    endpoint = BucketEndpoint(clock, rate=50.0, burst=50)
+    log = structlog.testing.CapturingLogger()
+    limit = LimitHandler(endpoint, LimitConfig(), clock=clock, logger=log)
+
+    async def caller(calls: int) -> None:
+        for _ in range(calls):
+            while True:
+                try:
+                    await limit.handle(request(HEALTHY))
+                    break
+                except ErrorResponse as exc:
+                    await clock.sleep(exc.retry_after or 1.0)
+
+    async def scenario() -> None:
+        await asyncio.gather(*(caller(16) for _ in range(32)))
+
+    run(clock, scenario)
+    paces = [call.kwargs for call in log.calls if call.args[0] == "pace"]
+    assert len(paces) == 1
+    assert 40 <= paces[0]["rate"] <= 55
+    first_cycles = [refused_ for at, refused_ in endpoint.attempts if at < 3.0]
+    paced = [refused_ for at, refused_ in endpoint.attempts if at >= 3.0]
+    assert sum(first_cycles) > 30  # the price of learning the bucket
+    assert len(paced) > 300
+    assert sum(paced) <= 5
+    assert len(endpoint.attempts) / (32 * 16) <= 1.15
+
+
+def test_a_capacity_edge_is_not_paced() -> None:
+    """At a capacity edge the limit keeps itself in use, so its gate cycles are no rate limit's: nothing is
+    paced however many pauses come."""
+    clock = FakeClock(start=0.0)
+    endpoint = CapacityEndpoint(clock, capacity=30)
+    log = structlog.testing.CapturingLogger()
+    limit = LimitHandler(endpoint, LimitConfig(), clock=clock, logger=log)
+
+    async def caller(calls: int) -> None:
+        for _ in range(calls):
+            while True:
+                try:
+                    await limit.handle(request(HEALTHY))
+                    break
+                except ErrorResponse as exc:
+                    await clock.sleep(exc.retry_after or 1.0)
+
+    async def scenario() -> None:
+        await asyncio.gather(*(caller(8) for _ in range(200)))
+
+    run(clock, scenario)
+    assert not [call for call in log.calls if call.args[0] == "pace"]

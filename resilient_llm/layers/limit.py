@@ -2,8 +2,9 @@
 all under one endpoint-wide ceiling.
 
 Held for one attempt only, so a backoff sleep never holds a slot. Each model has its own lane: its adaptive limit
-(``policy/concurrency.py`` decides, this layer carries it out), its Retry-After gate (``policy/gate.py``), its pause and
-its queue, served in arrival order. The sum of every lane's attempts stays under the endpoint's ceiling
+(``policy/concurrency.py`` decides, this layer carries it out), its Retry-After gate (``policy/gate.py``), its pacing
+at a rate limit (``policy/pacing.py``: in adaptive mode, once two gate cycles measured one), its pause and its queue,
+served in arrival order. The sum of every lane's attempts stays under the endpoint's ceiling
 (``max_concurrent``, the HTTP pool's size); a slot that frees up goes to the longest waiter whose own lane has room,
 so a model in trouble (refused, paused, slow) never holds back another model's calls. ``mode="fixed"`` is the first
 wave's fixed cap, for the endpoint.
@@ -29,7 +30,7 @@ from typing import Any, NamedTuple
 from resilient_llm.clock import SYSTEM_CLOCK, Clock
 from resilient_llm.errors import BreakerOpen, FailureKind, ProviderError, ProviderTimeout, Scope, is_backpressure
 from resilient_llm.loop_lag import LoopLag
-from resilient_llm.policy import concurrency, gate
+from resilient_llm.policy import concurrency, gate, pacing
 from resilient_llm.stores.shared_permits import Lease, SharedPermits
 from resilient_llm.timers import Timer, Timers
 from resilient_llm.types import ChatRequest, ChatResult, Handler
@@ -109,11 +110,13 @@ class _Lane:
     state: concurrency.LimitState
     limit: int
     gate: gate.GateState = field(default_factory=gate.GateState)
+    pace: pacing.PaceState = field(default_factory=pacing.PaceState)
     in_flight: int = 0
     waiters: collections.deque[_Waiter] = field(default_factory=collections.deque)
     paused_until: float = -math.inf  # calls fail over at once until then
     pause_why: str = ""
     gate_timer: Timer | None = None
+    pace_timer: Timer | None = None
     generation: int = 0  # shared limit cuts seen so far (any process's)
     unpublished: float = 0.0  # growth of the limit not yet added to the shared one
     logged_at: float = -LOG_EVERY_S
@@ -163,6 +166,7 @@ class LimitHandler:
         self._timers = Timers(clock)
         self._lag = LoopLag(clock)
         self._gate_policy = gate.GatePolicy()
+        self._pace_policy = pacing.PacePolicy()
         self._lanes: dict[str, _Lane] = {}
         self._order = itertools.count()
         self.in_flight = 0  # every model's attempts together
@@ -187,7 +191,7 @@ class LimitHandler:
         now = self._clock.now()
         if lane.in_flight >= lane.limit or self.in_flight >= self._ceiling or lane.paused_until > now:
             return False
-        if gate.is_shut(lane.gate, now):
+        if gate.is_shut(lane.gate, now) or self._pace_wait(lane, now) > 0:
             return False
         return not (self._adaptive and concurrency.at_capacity_edge(self._policy, lane.state))
 
@@ -253,6 +257,7 @@ class LimitHandler:
         waiter = _Waiter(next(self._order), ends, loop.create_future())
         lane.waiters.append(waiter)
         waiter.timer = self._timers.call_at(ends, lambda: _expire(waiter))
+        self._wake()  # a slot may be free while pacing holds it: the pace timer hands it over
         try:
             return await waiter.future
         except BaseException as exc:
@@ -273,17 +278,31 @@ class LimitHandler:
             waiter.timer.cancel()
 
     def _room(self, lane: _Lane, now: float) -> bool:
-        return lane.in_flight < lane.limit and self.in_flight < self._ceiling and not gate.is_shut(lane.gate, now)
+        if lane.in_flight >= lane.limit or self.in_flight >= self._ceiling or gate.is_shut(lane.gate, now):
+            return False
+        return self._pace_wait(lane, now) <= 0
+
+    def _pace_wait(self, lane: _Lane, now: float) -> float:
+        return pacing.wait_s(self._pace_policy, lane.pace, now) if self._adaptive else 0.0
 
     def _grant(self, lane: _Lane) -> _Grant:
+        now = self._clock.now()
         lane.in_flight += 1
         self.in_flight += 1
-        return _Grant(lane.in_flight, self._clock.now())
+        if self._adaptive:
+            measured = lane.pace.measured
+            lane.pace = pacing.sent(self._pace_policy, lane.pace, now)
+            if lane.pace.measured != measured and self._log is not None:
+                rate = None if lane.pace.measured is None else round(lane.pace.measured, 2)
+                self._log.info("pace", model=lane.model, rate=rate, previous=measured and round(measured, 2))
+        return _Grant(lane.in_flight, now)
 
     def _release(self, lane: _Lane) -> None:
         lane.in_flight -= 1
         self.in_flight -= 1
         self._wake()
+        if self._adaptive and not lane.in_flight and not lane.waiters:
+            lane.pace = pacing.idle(lane.pace, self._clock.now())
 
     def _wake(self) -> None:
         """Hand free slots to the longest waiters whose lane has room (a slot goes straight to a waiter: no one can
@@ -301,9 +320,25 @@ class LimitHandler:
                 ):
                     best = lane
             if best is None:
-                return
+                break
             waiter = best.waiters.popleft()
             waiter.future.set_result(self._grant(best))
+        for lane in self._lanes.values():
+            self._arm_pace_timer(lane, now)
+
+    def _arm_pace_timer(self, lane: _Lane, now: float) -> None:
+        """Wake the queue when pacing lets the lane's first waiter go, if pacing is all that holds it."""
+        if not lane.waiters or lane.in_flight >= lane.limit or gate.is_shut(lane.gate, now):
+            return
+        wait = self._pace_wait(lane, now)
+        if wait <= 0:
+            return
+        timer = lane.pace_timer
+        if timer is not None and not timer.cancelled:
+            if timer.when <= now + wait:
+                return
+            timer.cancel()
+        lane.pace_timer = self._timers.call_at(now + wait, self._wake)
 
     def _pause(self, lane: _Lane, seconds: float, why: str) -> None:
         """Fail the model's calls over at once for ``seconds``, queued ones included."""
@@ -359,6 +394,7 @@ class LimitHandler:
         )
         before = lane.state.limit
         lane.state = concurrency.update(self._policy, lane.state, sample)
+        lane.pace = self._pace_learns(lane, signal if error is None else concurrency.signal_of(error), sent, now, burst)
         if not resting and gate.refusals_ignore_load(lane.gate, now):
             lane.state = concurrency.forgive(self._policy, lane.state, now)
             if self._log is not None:
@@ -432,6 +468,20 @@ class LimitHandler:
         if refused and gate.refusals_ignore_load(lane.gate, now):
             return concurrency.Signal.FAILURE, burst
         return signal, burst
+
+    def _pace_learns(
+        self, lane: _Lane, signal: concurrency.Signal, sent: _Sent, now: float, burst: bool
+    ) -> pacing.PaceState:
+        """Pacing's view of one finished attempt: answers count in their cycle, a refusal cuts a paced rate, and a
+        gate pause ends the cycle (``policy/pacing.py``)."""
+        pace = lane.pace
+        if signal is concurrency.Signal.OK:
+            pace = pacing.answered(pace, now, now - sent.at)
+        elif signal is concurrency.Signal.BACKPRESSURE:
+            pace = pacing.refused(self._pace_policy, pace, now, sent.at)
+        if burst:
+            pace = pacing.paused(self._pace_policy, pace, now, lane.gate.shut_until, lane.state.limit, lane.gate.helped)
+        return pace
 
     def _shared_view(self, model: str, limit: float | None, generation: int | None, gate_s: float) -> None:
         """What Redis says about a model (another process's cut, growth, or gate)."""

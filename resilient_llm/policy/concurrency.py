@@ -47,6 +47,8 @@ bucket: 1.20 requests per call, 1.16 with it; the immediate one 1.08, 1.05). At 
 what was sustained is about the limit itself, so twice it does not bind; right after a gate pause, whose second
 counted as elapsed, read a capacity edge as sustaining half of it (106 to 53, then 20 s of climbing back): the rate
 is taken only once the gate has been open two answer latencies since the last cut, so the attempts have turned over.
+Once two gate cycles have measured the bucket's rate, pacing (``policy/pacing.py``) holds attempts to it, finer than
+any number in flight can.
 
 Refusals that come whatever our load (a limiter refusing 60% at random) look like an edge when every attempt sees
 the same in-flight level. The gate tells: when its pauses do not help, ``forgive`` takes back the cuts since the

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from resilient_llm.policy import gate as gates
+from resilient_llm.policy import pacing
 from resilient_llm.policy.concurrency import (
     LimitPolicy,
     LimitState,
@@ -86,8 +87,11 @@ def simulate(
     seed: int = 0,
     gate: bool = True,
     gate_policy: gates.GatePolicy | None = None,
+    pace: bool = True,
+    pace_policy: pacing.PacePolicy | None = None,
 ) -> Result:
-    """Run ``calls`` calls from ``callers`` callers; ``fixed`` replaces the adaptive limit by a fixed one."""
+    """Run ``calls`` calls from ``callers`` callers; ``fixed`` replaces the adaptive limit by a fixed one (and
+    turns pacing off, as the limit layer's fixed mode does); ``pace`` False turns pacing off."""
     config = config or LimitPolicy()
     rng = random.Random(seed)
     state = initial_state(config)
@@ -100,6 +104,9 @@ def simulate(
     now = 0.0
     in_flight = admitted = serving = started_calls = completed = requests = refusals = peak = 0
     gate_policy, gate_state = gate_policy or gates.GatePolicy(), gates.GateState()
+    pace_state = pacing.PaceState()
+    pace_policy = pace_policy or pacing.PacePolicy() if pace and fixed is None else None
+    pace_woken = -1.0  # when a "pace" event is due, if one is
     pauses = 0
     tokens, refilled = float(endpoint.burst), 0.0
     limits = [(0.0, permits)]
@@ -113,7 +120,9 @@ def simulate(
     judges: set[int] = set()  # callers whose attempt in flight judges the gate's last pause
 
     def start_attempt(caller: int) -> None:
-        nonlocal in_flight, admitted, serving, requests, refusals, peak, tokens, refilled, gate_state
+        nonlocal in_flight, admitted, serving, requests, refusals, peak, tokens, refilled, gate_state, pace_state
+        if pace_policy is not None:
+            pace_state = pacing.sent(pace_policy, pace_state, now)
         if gate:
             gate_state, judge = gates.sending(gate_policy, gate_state, now)
             if judge:
@@ -143,8 +152,17 @@ def simulate(
         return endpoint.latency(rng) * factor
 
     def drain() -> None:
+        nonlocal pace_state, pace_woken
         while waiting and in_flight < permits and not gates.is_shut(gate_state, now):
+            wait = 0.0 if pace_policy is None else pacing.wait_s(pace_policy, pace_state, now)
+            if wait > 0:
+                if pace_woken <= now:
+                    pace_woken = now + wait
+                    push(pace_woken, "pace")
+                return
             start_attempt(waiting.popleft())
+        if pace_policy is not None and not waiting and not in_flight:
+            pace_state = pacing.idle(pace_state, now)
 
     for caller in range(min(callers, calls)):
         started_calls += 1
@@ -207,6 +225,8 @@ def simulate(
                     permits = state.permits
                     limits.append((now, permits))
             if served:
+                if pace_policy is not None:
+                    pace_state = pacing.answered(pace_state, now, now - float(began))
                 latencies.append(now - float(began))
                 completed += 1
                 if started_calls < calls:
@@ -215,7 +235,13 @@ def simulate(
             if burst:
                 pauses += 1
                 push(gate_state.shut_until, "gate")
+                if pace_policy is not None:
+                    pace_state = pacing.paused(
+                        pace_policy, pace_state, now, gate_state.shut_until, state.limit, gate_state.helped
+                    )
             if not served:
+                if pace_policy is not None:
+                    pace_state = pacing.refused(pace_policy, pace_state, now, float(began))
                 push(now + endpoint.retry_after, "want", finished)  # a refused call waits its own Retry-After
         drain()
     return Result(limits, now, completed, requests, refusals, peak, states, latencies, arrivals, pauses)
