@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import statistics
 from collections.abc import Iterable
 
@@ -167,6 +168,21 @@ def test_a_refusal_at_or_past_the_refused_level_is_the_limits_probe_of_the_edge(
     assert not probes_the_edge(state, 100)
     assert not probes_the_edge(LimitState(limit=101.0, slow_start=True, refused_level=101.0), 101)
     assert not probes_the_edge(LimitState(limit=101.0, slow_start=False), 101)
+
+
+def test_a_refusal_just_under_slow_starts_overshoot_is_the_edge_found_again() -> None:
+    """Slow start's overshoot counts refusals in transit as in flight, so the level it found refused lies above the
+    capacity (104-122 on the wire for an edge of 100): the first 429 at 101 once CUBIC has climbed back is the limit
+    finding the edge again, not a reason to pause everyone; a later edge's level counts as it is."""
+    growing = [*rounds(1, 20), *rounds(1, 60, start=0.5)]  # slow start: 20 -> 122 permits
+    refused = rounds(1, 110, start=1.1, latency=0.01, signal=Signal.BACKPRESSURE)
+    state = feed(initial_state(CONFIG), [*growing, *refused])[-1]
+    assert state.refused_level == 110
+    assert state.overshoot
+    assert probes_the_edge(state, 101)
+    assert not probes_the_edge(state, 98)
+    later = dataclasses.replace(state, overshoot=False, refused_level=101.0)
+    assert not probes_the_edge(later, 100)
 
 
 def test_a_lone_refusal_while_the_limit_idles_does_not_cut() -> None:

@@ -30,8 +30,10 @@ Refusals among answers at higher levels, or a lone one while the limit idles (it
 batches), or too few at the top level to be told from a limiter refusing at random (a binomial tail at the
 background share under 5%: 2 of 10 at 4% random 429s come once in 17 windows, and such windows cut a trainer's limit
 54 to 2 in 5 s), are not about our concurrency: the gate (``policy/gate.py``) paces those. The reverse holds for the
-limit's own probes: out of slow start, a 429 at or past the level refused last time (``probes_the_edge``) is CUBIC
-finding the known edge again, and its cut answers it; the gate does not pause for it (three such 429s in a row come
+limit's own probes: out of slow start, a 429 at or past the level refused last time (``probes_the_edge``; within a
+tenth under it when slow start's overshoot found that level, which lies above the capacity: 104-122 on the wire for
+an edge of 100, and the first 429 at 101 paused every call for 1 s) is CUBIC finding the known edge again, and its
+cut answers it; the gate does not pause for it (three such 429s in a row come
 within milliseconds when 1000 callers queue, and each pause idled the endpoint's other 100 slots for 1 s: capacity
 16.9-18.2 s over three runs with this, 18.8-19.8 s without). Once per window: a burst of 429s counts once;
 attempts whose slot was granted before a decrease are not judged again.
@@ -91,6 +93,7 @@ from resilient_llm.errors import BreakerOpen, ConfigError, ProviderTimeout, is_b
 
 EDGE_MARGIN = 2.0  # permits past the last refused level after which the limit is no longer at the capacity's edge
 CHANCE = 0.05  # refusals at the top level cut only when at least this unlikely to come at the background share
+OVERSHOOT_MARGIN = 0.9  # a refusal this close under slow start's overshoot level is the edge found again
 PACED_GAIN = 2.0  # a rate limit's cut: this many times the attempts in flight it sustained (BBR's cwnd gain)
 
 
@@ -229,6 +232,7 @@ class LimitState:
     cut_ratio: float = 1.0  # the share of the attempts then in flight that it left
     futile_cuts: int = 0  # latency decreases in a row after which answers did not get faster
     refused_level: float | None = None  # the level the last backpressure cut found refused
+    overshoot: bool = False  # ... by slow start's overshoot, which counts refusals in transit as in flight
     before_refusals: float | None = None  # the limit before the backpressure cuts since the last ``forgive``
     served: float = 0.0  # seconds of answered attempts since the last decrease (their latencies added up)
     shut: float = 0.0  # the gate's seconds shut so far, as of the last sample
@@ -254,9 +258,12 @@ def at_capacity_edge(config: LimitPolicy, state: LimitState) -> bool:
 
 def probes_the_edge(state: LimitState, in_flight: int) -> bool:
     """Whether a refusal of an attempt sent at ``in_flight`` is the limit's own probe past the capacity edge it found
-    before: out of slow start, at or above the level refused last time. The limit's cut answers it; a gate pause
+    before: out of slow start, at or above the level refused last time (a tenth under it, if slow start's overshoot
+    found it: refusals in transit counted as in flight). The limit's cut answers it; a gate pause
     would idle every other slot for the Retry-After (at 100 in flight, each cost 1 s of 200 calls/s)."""
-    return not state.slow_start and state.refused_level is not None and in_flight >= state.refused_level
+    if state.slow_start or state.refused_level is None:
+        return False
+    return in_flight >= state.refused_level * (OVERSHOOT_MARGIN if state.overshoot else 1.0)
 
 
 def adopt(config: LimitPolicy, state: LimitState, limit: float) -> LimitState:
@@ -478,6 +485,7 @@ def _decrease(
         state,
         limit=limit,
         refused_level=level if refused else state.refused_level,
+        overshoot=state.slow_start if refused else state.overshoot,
         before_refusals=before if refused else state.before_refusals,
         slow_start=False,
         decreased_at=now,
