@@ -290,11 +290,7 @@ class LimitHandler:
         lane.in_flight += 1
         self.in_flight += 1
         if self._adaptive:
-            measured = lane.pace.measured
-            lane.pace = pacing.sent(self._pace_policy, lane.pace, now)
-            if lane.pace.measured != measured and self._log is not None:
-                rate = None if lane.pace.measured is None else round(lane.pace.measured, 2)
-                self._log.info("pace", model=lane.model, rate=rate, previous=measured and round(measured, 2))
+            self._paced(lane, pacing.sent(self._pace_policy, lane.pace, now))
         return _Grant(lane.in_flight, now)
 
     def _release(self, lane: _Lane) -> None:
@@ -394,7 +390,7 @@ class LimitHandler:
         )
         before = lane.state.limit
         lane.state = concurrency.update(self._policy, lane.state, sample)
-        lane.pace = self._pace_learns(lane, signal if error is None else concurrency.signal_of(error), sent, now, burst)
+        self._pace_learns(lane, concurrency.signal_of(error), sent, now, burst)
         if not resting and gate.refusals_ignore_load(lane.gate, now):
             lane.state = concurrency.forgive(self._policy, lane.state, now)
             if self._log is not None:
@@ -469,9 +465,7 @@ class LimitHandler:
             return concurrency.Signal.FAILURE, burst
         return signal, burst
 
-    def _pace_learns(
-        self, lane: _Lane, signal: concurrency.Signal, sent: _Sent, now: float, burst: bool
-    ) -> pacing.PaceState:
+    def _pace_learns(self, lane: _Lane, signal: concurrency.Signal, sent: _Sent, now: float, burst: bool) -> None:
         """Pacing's view of one finished attempt: answers count in their cycle, a refusal cuts a paced rate, and a
         gate pause ends the cycle (``policy/pacing.py``)."""
         pace = lane.pace
@@ -481,7 +475,14 @@ class LimitHandler:
             pace = pacing.refused(self._pace_policy, pace, now, sent.at)
         if burst:
             pace = pacing.paused(self._pace_policy, pace, now, lane.gate.shut_until, lane.state.limit, lane.gate.helped)
-        return pace
+        self._paced(lane, pace)
+
+    def _paced(self, lane: _Lane, pace: pacing.PaceState) -> None:
+        """Keep the lane's pacing; a ``pace`` log line when a measurement started, changed or ended it."""
+        before, lane.pace = lane.pace.measured, pace
+        if pace.measured != before and self._log is not None:
+            rate = None if pace.measured is None else round(pace.measured, 2)
+            self._log.info("pace", model=lane.model, rate=rate, previous=None if before is None else round(before, 2))
 
     def _shared_view(self, model: str, limit: float | None, generation: int | None, gate_s: float) -> None:
         """What Redis says about a model (another process's cut, growth, or gate)."""

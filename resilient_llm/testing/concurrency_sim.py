@@ -105,7 +105,7 @@ def simulate(
     in_flight = admitted = serving = started_calls = completed = requests = refusals = peak = 0
     gate_policy, gate_state = gate_policy or gates.GatePolicy(), gates.GateState()
     pace_state = pacing.PaceState()
-    pace_policy = pace_policy or pacing.PacePolicy() if pace and fixed is None else None
+    pace_policy = (pace_policy or pacing.PacePolicy()) if pace and fixed is None else None
     pace_woken = -1.0  # when a "pace" event is due, if one is
     pauses = 0
     tokens, refilled = float(endpoint.burst), 0.0
@@ -232,6 +232,10 @@ def simulate(
                 if started_calls < calls:
                     started_calls += 1
                     waiting.append(finished)
+            if not served:
+                if pace_policy is not None:
+                    pace_state = pacing.refused(pace_policy, pace_state, now, float(began))
+                push(now + endpoint.retry_after, "want", finished)  # a refused call waits its own Retry-After
             if burst:
                 pauses += 1
                 push(gate_state.shut_until, "gate")
@@ -239,9 +243,5 @@ def simulate(
                     pace_state = pacing.paused(
                         pace_policy, pace_state, now, gate_state.shut_until, state.limit, gate_state.helped
                     )
-            if not served:
-                if pace_policy is not None:
-                    pace_state = pacing.refused(pace_policy, pace_state, now, float(began))
-                push(now + endpoint.retry_after, "want", finished)  # a refused call waits its own Retry-After
         drain()
     return Result(limits, now, completed, requests, refusals, peak, states, latencies, arrivals, pauses)
