@@ -6,16 +6,23 @@ towards the level refused last time while the bucket refills. So every gate paus
 burst drains it, and the attempts in flight when it empties are refused: 8-20 per cycle in the simulation's late-429
 bucket, 1.19 requests per call.
 
-The rate is measured over a gate cycle: from the end of one pause to the end of the next, the answers that came back
-per second, the pause included (a bucket refills in it, so over a cycle what was spent is what was refilled), idle
-spells left out (a trainer between batches asked for nothing: that is not the endpoint's rate). A cycle says "rate
-limit" when the gate judged its pauses to help (refusals follow our load, not chance) and what the cycle sustained in
-flight (answer seconds per second, Little's law) is at most ``limit_share`` of the concurrency limit: a capacity
-edge keeps its limit in use, so it sustains near the limit, while a bucket sustains a fraction of it (2.6 in flight
-under a limit of 66). From then on attempts go out at that rate at most, through a bucket of our own holding
-``burst`` attempts, and the rate rises by ``growth_per_s`` of itself each second: a bucket that grew, or an estimate
-too low, is found again; an overshoot drains the endpoint's bucket slowly, and the pause it ends in measures again.
-A pause found not to help (refusals at random) ends pacing. The anchor is BBR's long-term bandwidth (policer) mode.
+The rate is measured over a gate cycle: from the end of one pause (or the first attempt: a bucket starts full) to the
+end of the next, the answers to the attempts it sent, per second, the pause included (a bucket refills in it, so
+over a cycle what was spent is what was refilled) and idle spells left out (a trainer between batches asked for
+nothing: that is not the endpoint's rate). It is measured when its pause ends, once the attempts sent before the
+pause have come back (a 429 sent at once pauses while the cycle's answers are still on their way).
+
+Two cycles in a row whose rates agree within ``agreement`` measure a rate limit (BBR's policer test: a bucket gives
+the same rate cycle after cycle; pauses that come at random, refusals of a flaky limiter in a row, end cycles of any
+length), when the gate judged its pauses to help (refusals follow our load) and the cycle sustained at most
+``limit_share`` of the concurrency limit in flight (answer seconds per second, Little's law: a capacity edge keeps
+its limit in use, a bucket sustains a fraction of it, 2.6 in flight under a limit of 66). Without the agreement, a
+limiter refusing 15% at random was paced down to nothing in the simulation. Attempts then go out at the two cycles'
+mean rate at most, through a bucket of our own holding ``burst`` attempts, and the rate rises by ``growth_per_s``
+of itself each second: a bucket that grew, or a rate measured low, is found again. A refusal while pacing means the
+rate grew past the endpoint's: it is cut to ``backoff`` of what it grew to, once per round trip, never below
+``floor_share`` of the measured rate (a stray 429 among paced answers cannot pace a model down to nothing). A pause
+found not to help (refusals at random) ends pacing.
 """
 
 from __future__ import annotations
@@ -73,7 +80,7 @@ class Closing:
     until: float
     limit: float  # the concurrency limit then
     helped: bool  # what the gate had judged of its pauses then
-    previous_rate: float | None  # the cycle before it's rate
+    previous_rate: float | None  # the rate of the cycle before it
 
 
 @dataclass(frozen=True, slots=True)
