@@ -256,6 +256,17 @@ def test_has_room_follows_the_model_limit_and_the_ceiling() -> None:
     run(clock, scenario)
 
 
+async def obeying_caller(limit: LimitHandler, clock: FakeClock, calls: int) -> None:
+    """A caller making ``calls`` calls one after another, each tried again after the Retry-After it was refused with."""
+    for _ in range(calls):
+        while True:
+            try:
+                await limit.handle(request(HEALTHY))
+                break
+            except ErrorResponse as exc:
+                await clock.sleep(exc.retry_after or 1.0)
+
+
 class CapacityEndpoint:
     """A fake endpoint that admits ``capacity`` attempts at once, answers them in 0.5-0.51 s (no two at the same
     instant, as on a real clock), and refuses the rest at once with Retry-After 1 s."""
@@ -287,17 +298,8 @@ def test_the_limits_probes_past_a_capacity_edge_it_knows_cut_it_without_pausing_
     log = structlog.testing.CapturingLogger()
     limit = LimitHandler(endpoint, LimitConfig(), clock=clock, logger=log)
 
-    async def caller(calls: int) -> None:
-        for _ in range(calls):
-            while True:
-                try:
-                    await limit.handle(request(HEALTHY))
-                    break
-                except ErrorResponse as exc:
-                    await clock.sleep(exc.retry_after or 1.0)
-
     async def scenario() -> None:
-        await asyncio.gather(*(caller(8) for _ in range(200)))
+        await asyncio.gather(*(obeying_caller(limit, clock, 8) for _ in range(200)))
 
     run(clock, scenario)
     events = [(call.args[0], call.kwargs) for call in log.calls]
@@ -342,17 +344,8 @@ def test_a_token_bucket_is_paced_at_the_rate_it_refills_at_once_two_cycles_measu
     log = structlog.testing.CapturingLogger()
     limit = LimitHandler(endpoint, LimitConfig(), clock=clock, logger=log)
 
-    async def caller(calls: int) -> None:
-        for _ in range(calls):
-            while True:
-                try:
-                    await limit.handle(request(HEALTHY))
-                    break
-                except ErrorResponse as exc:
-                    await clock.sleep(exc.retry_after or 1.0)
-
     async def scenario() -> None:
-        await asyncio.gather(*(caller(16) for _ in range(32)))
+        await asyncio.gather(*(obeying_caller(limit, clock, 16) for _ in range(32)))
 
     run(clock, scenario)
     paces = [call.kwargs for call in log.calls if call.args[0] == "pace"]
@@ -374,17 +367,8 @@ def test_a_capacity_edge_is_not_paced() -> None:
     log = structlog.testing.CapturingLogger()
     limit = LimitHandler(endpoint, LimitConfig(), clock=clock, logger=log)
 
-    async def caller(calls: int) -> None:
-        for _ in range(calls):
-            while True:
-                try:
-                    await limit.handle(request(HEALTHY))
-                    break
-                except ErrorResponse as exc:
-                    await clock.sleep(exc.retry_after or 1.0)
-
     async def scenario() -> None:
-        await asyncio.gather(*(caller(8) for _ in range(200)))
+        await asyncio.gather(*(obeying_caller(limit, clock, 8) for _ in range(200)))
 
     run(clock, scenario)
     assert not [call for call in log.calls if call.args[0] == "pace"]
