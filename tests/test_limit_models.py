@@ -12,7 +12,7 @@ import structlog
 from resilient_llm.errors import BreakerOpen, ErrorResponse, Scope, is_retryable
 from resilient_llm.layers.limit import LimitConfig, LimitHandler, ModelPaused
 from resilient_llm.testing.clock import FakeClock
-from resilient_llm.types import ChatRequest, ChatResult, Outcome, Usage
+from resilient_llm.types import ChatRequest, ChatResult, Handler, Outcome, Usage
 
 T = TypeVar("T")
 HEALTHY = "openai/gpt-4o-mini"
@@ -267,6 +267,18 @@ async def obeying_caller(limit: LimitHandler, clock: FakeClock, calls: int) -> N
                 await clock.sleep(exc.retry_after or 1.0)
 
 
+def crowd_log(clock: FakeClock, endpoint: Handler, callers: int, calls: int) -> list[tuple[str, dict[str, Any]]]:
+    """``callers`` obeying callers of ``calls`` calls each through a default limit layer: its log lines, in order."""
+    log = structlog.testing.CapturingLogger()
+    limit = LimitHandler(endpoint, LimitConfig(), clock=clock, logger=log)
+
+    async def scenario() -> None:
+        await asyncio.gather(*(obeying_caller(limit, clock, calls) for _ in range(callers)))
+
+    run(clock, scenario)
+    return [(call.args[0], call.kwargs) for call in log.calls]
+
+
 class CapacityEndpoint:
     """A fake endpoint that admits ``capacity`` attempts at once, answers them in 0.5-0.51 s (no two at the same
     instant, as on a real clock), and refuses the rest at once with Retry-After 1 s."""
@@ -294,15 +306,7 @@ def test_the_limits_probes_past_a_capacity_edge_it_knows_cut_it_without_pausing_
     probes find the edge again and again, and each time the limit is cut with no pause (a pause would idle the other
     29 slots for the Retry-After)."""
     clock = FakeClock(start=0.0)
-    endpoint = CapacityEndpoint(clock, capacity=30)
-    log = structlog.testing.CapturingLogger()
-    limit = LimitHandler(endpoint, LimitConfig(), clock=clock, logger=log)
-
-    async def scenario() -> None:
-        await asyncio.gather(*(obeying_caller(limit, clock, 8) for _ in range(200)))
-
-    run(clock, scenario)
-    events = [(call.args[0], call.kwargs) for call in log.calls]
+    events = crowd_log(clock, CapacityEndpoint(clock, capacity=30), callers=200, calls=8)
     pauses = [fields for event, fields in events if event == "gate_pause"]
     cuts = [fields for event, fields in events if event == "limit_change" and fields["reason"] == "backpressure"]
     assert len(pauses) <= 1
@@ -341,14 +345,8 @@ def test_a_token_bucket_is_paced_at_the_rate_it_refills_at_once_two_cycles_measu
     refilled it, the next burst drained it, and the attempts in flight were refused: 1.19 requests per call)."""
     clock = FakeClock(start=0.0)
     endpoint = BucketEndpoint(clock, rate=50.0, burst=50)
-    log = structlog.testing.CapturingLogger()
-    limit = LimitHandler(endpoint, LimitConfig(), clock=clock, logger=log)
-
-    async def scenario() -> None:
-        await asyncio.gather(*(obeying_caller(limit, clock, 16) for _ in range(32)))
-
-    run(clock, scenario)
-    paces = [call.kwargs for call in log.calls if call.args[0] == "pace"]
+    events = crowd_log(clock, endpoint, callers=32, calls=16)
+    paces = [fields for event, fields in events if event == "pace"]
     assert len(paces) == 1
     assert 40 <= paces[0]["rate"] <= 55
     first_cycles = [refused_ for at, refused_ in endpoint.attempts if at < 3.0]
@@ -363,12 +361,5 @@ def test_a_capacity_edge_is_not_paced() -> None:
     """At a capacity edge the limit keeps itself in use, so its gate cycles are no rate limit's: nothing is
     paced however many pauses come."""
     clock = FakeClock(start=0.0)
-    endpoint = CapacityEndpoint(clock, capacity=30)
-    log = structlog.testing.CapturingLogger()
-    limit = LimitHandler(endpoint, LimitConfig(), clock=clock, logger=log)
-
-    async def scenario() -> None:
-        await asyncio.gather(*(obeying_caller(limit, clock, 8) for _ in range(200)))
-
-    run(clock, scenario)
-    assert not [call for call in log.calls if call.args[0] == "pace"]
+    events = crowd_log(clock, CapacityEndpoint(clock, capacity=30), callers=200, calls=8)
+    assert not [fields for event, fields in events if event == "pace"]

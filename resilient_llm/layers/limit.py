@@ -189,9 +189,7 @@ class LimitHandler:
         limit and the ceiling, its gate open, not paused, and its limit not back at a level the endpoint refused."""
         lane = self._lane(model)
         now = self._clock.now()
-        if lane.in_flight >= lane.limit or self.in_flight >= self._ceiling or lane.paused_until > now:
-            return False
-        if gate.is_shut(lane.gate, now) or self._pace_wait(lane, now) > 0:
+        if lane.paused_until > now or not self._room(lane, now):
             return False
         return not (self._adaptive and concurrency.at_capacity_edge(self._policy, lane.state))
 
@@ -257,7 +255,7 @@ class LimitHandler:
         waiter = _Waiter(next(self._order), ends, loop.create_future())
         lane.waiters.append(waiter)
         waiter.timer = self._timers.call_at(ends, lambda: _expire(waiter))
-        self._wake()  # a slot may be free while pacing holds it: the pace timer hands it over
+        self._arm_pace_timer(lane, self._clock.now())  # a slot may be free while pacing holds it
         try:
             return await waiter.future
         except BaseException as exc:
@@ -278,9 +276,11 @@ class LimitHandler:
             waiter.timer.cancel()
 
     def _room(self, lane: _Lane, now: float) -> bool:
-        if lane.in_flight >= lane.limit or self.in_flight >= self._ceiling or gate.is_shut(lane.gate, now):
-            return False
-        return self._pace_wait(lane, now) <= 0
+        return self._open(lane, now) and self._pace_wait(lane, now) <= 0
+
+    def _open(self, lane: _Lane, now: float) -> bool:
+        """Room for one more attempt to the lane as far as its limit, the ceiling and its gate go (pacing aside)."""
+        return lane.in_flight < lane.limit and self.in_flight < self._ceiling and not gate.is_shut(lane.gate, now)
 
     def _pace_wait(self, lane: _Lane, now: float) -> float:
         return pacing.wait_s(self._pace_policy, lane.pace, now) if self._adaptive else 0.0
@@ -324,7 +324,7 @@ class LimitHandler:
 
     def _arm_pace_timer(self, lane: _Lane, now: float) -> None:
         """Wake the queue when pacing lets the lane's first waiter go, if pacing is all that holds it."""
-        if not lane.waiters or lane.in_flight >= lane.limit or gate.is_shut(lane.gate, now):
+        if not lane.waiters or not self._open(lane, now):
             return
         wait = self._pace_wait(lane, now)
         if wait <= 0:
@@ -371,7 +371,8 @@ class LimitHandler:
         now = self._clock.now()
         instead = self._hint(lane, error, now)
         resting = gate.refusals_ignore_load(lane.gate, now)
-        signal, burst = self._gate_learns(lane, error, sent, now)
+        attempt_signal = concurrency.signal_of(error)
+        signal, burst = self._gate_learns(lane, error, attempt_signal, sent, now)
         if not self._adaptive:
             return instead
         sample = concurrency.Sample(
@@ -390,7 +391,7 @@ class LimitHandler:
         )
         before = lane.state.limit
         lane.state = concurrency.update(self._policy, lane.state, sample)
-        self._pace_learns(lane, concurrency.signal_of(error), sent, now, burst)
+        self._pace_learns(lane, attempt_signal, sent, now, burst)
         if not resting and gate.refusals_ignore_load(lane.gate, now):
             lane.state = concurrency.forgive(self._policy, lane.state, now)
             if self._log is not None:
@@ -434,12 +435,12 @@ class LimitHandler:
         return None
 
     def _gate_learns(
-        self, lane: _Lane, error: BaseException | None, sent: _Sent, now: float
+        self, lane: _Lane, error: BaseException | None, signal: concurrency.Signal, sent: _Sent, now: float
     ) -> tuple[concurrency.Signal, bool]:
         """The gate's view of one finished attempt; a pause of the model when refusals come as a burst. Returns the
         attempt's signal for the limit (refusals say nothing about the load once pauses were shown futile, and a
-        spent quota none at all) and whether it made the gate pause."""
-        signal = concurrency.signal_of(error)
+        spent quota none at all) and whether it made the gate pause. ``signal`` is what the attempt itself said
+        (``concurrency.signal_of(error)``)."""
         quota = isinstance(error, ProviderError) and error.kind == FailureKind.QUOTA_EXHAUSTED
         if quota or signal not in (concurrency.Signal.BACKPRESSURE, concurrency.Signal.OK):
             if sent.judge:

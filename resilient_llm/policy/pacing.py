@@ -124,7 +124,11 @@ def _settled(policy: PacePolicy, state: PaceState, now: float) -> PaceState:
 
 def rate_at(policy: PacePolicy, state: PaceState, now: float) -> float | None:
     """Attempts per second allowed at ``now``; None while not pacing."""
-    state = _settled(policy, state, now)
+    return _rate(policy, _settled(policy, state, now), now)
+
+
+def _rate(policy: PacePolicy, state: PaceState, now: float) -> float | None:
+    """``rate_at`` of a state already settled at ``now``."""
     if state.rate is None:
         return None
     return state.rate * (1.0 + policy.growth_per_s * max(0.0, now - state.paced_at))
@@ -137,7 +141,7 @@ def _tokens(policy: PacePolicy, state: PaceState, rate: float, now: float) -> fl
 def wait_s(policy: PacePolicy, state: PaceState, now: float) -> float:
     """Seconds before the next attempt may go (0: now)."""
     state = _settled(policy, state, now)
-    rate = rate_at(policy, state, now)
+    rate = _rate(policy, state, now)
     if rate is None:
         return 0.0
     tokens = _tokens(policy, state, rate, now)
@@ -149,7 +153,7 @@ def sent(policy: PacePolicy, state: PaceState, now: float) -> PaceState:
     state = _busy(_settled(policy, state, now), now)
     if state.cycle is None and state.closing is None:
         state = dataclasses.replace(state, cycle=Cycle(now))  # the first cycle: an endpoint's bucket starts full
-    rate = rate_at(policy, state, now)
+    rate = _rate(policy, state, now)
     if rate is None:
         return state
     return dataclasses.replace(state, tokens=_tokens(policy, state, rate, now) - 1.0, refilled=now)
@@ -175,7 +179,7 @@ def refused(policy: PacePolicy, state: PaceState, now: float, sent_at: float) ->
     so it is cut to ``backoff`` of what it was and grows again from there; once per round trip (attempts sent
     before the last cut say nothing about the rate since)."""
     state = _settled(policy, state, now)
-    rate = rate_at(policy, state, now)
+    rate = _rate(policy, state, now)
     if rate is None or sent_at < state.paced_at:
         return state
     floor = policy.floor_share * (state.measured or rate)
